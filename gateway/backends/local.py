@@ -1,0 +1,278 @@
+"""Local backend: any diffusers pipeline directory on disk, offline, plus the embedded ``tiny-digits``.
+
+torch and diffusers are imported when the first image is generated, never at ``import gateway``. The
+async path runs torch in a bounded thread pool (one worker per backend by default): torch releases the
+GIL in its kernels, so the event loop stays free, and the bound stops a burst of requests from
+oversubscribing the CPU or GPU.
+
+Pipelines are chosen by ``model_index.json``'s ``_class_name`` from a small runner registry: the
+embedded class-conditional digits model has its own runner; every other class goes through
+``DiffusionPipeline.from_pretrained(path, local_files_only=True)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import BackendError, InvalidBackendRequest, UsageError
+from .base import Backend, BackendCall, BackendResult, Usage
+
+# Scheduler names (the public vocabulary of ImageRequest.scheduler) -> diffusers class names.
+SCHEDULER_CLASSES: dict[str, str] = {
+    "ddpm": "DDPMScheduler",
+    "ddim": "DDIMScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler-ancestral": "EulerAncestralDiscreteScheduler",
+    "lcm": "LCMScheduler",
+}
+
+EMBEDDED_MODELS: dict[str, str] = {"tiny-digits": "tiny_digits"}
+
+_DIGIT_WORDS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4,
+    "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+}  # fmt: skip
+_TOKEN = re.compile(r"[a-z]+|\d+")
+
+
+def digit_from_prompt(prompt: str) -> int:
+    """The one digit a prompt names ("a handwritten 7", "seven", "digit 7"); raise if none or several."""
+    found: set[int] = set()
+    for tok in _TOKEN.findall(prompt.lower()):
+        if tok.isdigit():
+            if len(tok) == 1:
+                found.add(int(tok))
+            else:
+                raise InvalidBackendRequest(
+                    f"tiny-digits draws one digit 0-9; the prompt names the number {tok}", provider="local"
+                )
+        elif tok in _DIGIT_WORDS:
+            found.add(_DIGIT_WORDS[tok])
+    if len(found) != 1:
+        what = "no digit" if not found else f"several digits ({', '.join(map(str, sorted(found)))})"
+        raise InvalidBackendRequest(
+            f"tiny-digits draws exactly one digit 0-9, but the prompt names {what}; "
+            "try 'a handwritten 7' or 'seven'",
+            provider="local",
+        )
+    return found.pop()
+
+
+def resolve_model_dir(model: str, options: dict[str, Any] | None = None) -> Path:
+    """An embedded model name, or a path (from the card's ``path`` option or the model id itself)."""
+    if model in EMBEDDED_MODELS:
+        return Path(str(resources.files("gateway.models").joinpath(EMBEDDED_MODELS[model])))
+    path = Path(str((options or {}).get("path") or model)).expanduser()
+    if not (path / "model_index.json").is_file():
+        raise UsageError(f"local model {model!r}: no diffusers pipeline (model_index.json) at {path}")
+    return path
+
+
+@dataclass
+class _Loaded:
+    runner: Callable[..., tuple[list[bytes], dict[str, Any]]]
+    lock: threading.Lock
+
+
+class LocalBackend(Backend):
+    """Runs diffusers pipelines in-process on ``device`` ("cpu", "cuda", "mps") with ``dtype``."""
+
+    name = "local"
+
+    def __init__(self, device: str = "cpu", dtype: str = "float32", max_workers: int = 1, **_: Any) -> None:
+        self.device = device
+        self.dtype = dtype
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gateway-local")
+        self._loaded: dict[Path, _Loaded] = {}
+        self._load_lock = threading.Lock()
+
+    def check(self, call: BackendCall) -> str | None:
+        if _class_name(call) == "TinyDigitsPipeline":
+            try:
+                digit_from_prompt(call.request.prompt)
+            except InvalidBackendRequest as exc:
+                return str(exc)
+        return None
+
+    def generate(self, call: BackendCall) -> BackendResult:
+        started = time.perf_counter()
+        loaded = self._load(resolve_model_dir(call.model, dict(call.options)))
+        with loaded.lock:  # a pipeline object is not safe to share between threads
+            try:
+                images, meta = loaded.runner(call)
+            except BackendError:
+                raise
+            except (RuntimeError, ValueError) as exc:
+                raise InvalidBackendRequest(f"local pipeline failed: {exc}", provider="local") from exc
+        elapsed = time.perf_counter() - started
+        return BackendResult(
+            images=tuple(images),
+            usage=Usage(images=len(images), elapsed_s=elapsed, predict_time_s=elapsed, hardware=self.device),
+            seed=call.request.seed,
+            metadata=meta,
+        )
+
+    async def agenerate(self, call: BackendCall) -> BackendResult:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, partial(self.generate, call))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._loaded.clear()
+
+    # ------------------------------------------------------------------ loading
+
+    def _load(self, path: Path) -> _Loaded:
+        with self._load_lock:
+            got = self._loaded.get(path)
+            if got is None:
+                cls = json.loads((path / "model_index.json").read_text()).get("_class_name", "")
+                make = RUNNERS.get(cls, _diffusers_runner)
+                got = _Loaded(runner=make(path, self.device, self.dtype), lock=threading.Lock())
+                self._loaded[path] = got
+            return got
+
+
+def _class_name(call: BackendCall) -> str:
+    try:
+        path = resolve_model_dir(call.model, dict(call.options))
+        return str(json.loads((path / "model_index.json").read_text()).get("_class_name", ""))
+    except (UsageError, OSError, ValueError):
+        return ""
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise UsageError(f"unknown torch dtype {name!r}")
+    return dtype
+
+
+def make_scheduler(name: str, config: Any) -> Any:
+    """Build scheduler ``name`` from another scheduler's config (diffusers' from_config)."""
+    import diffusers
+
+    cls_name = SCHEDULER_CLASSES.get(name)
+    if cls_name is None:
+        raise InvalidBackendRequest(f"unknown scheduler {name!r}", provider="local")
+    return getattr(diffusers, cls_name).from_config(config)
+
+
+def _png(img: Any) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------- runners
+
+Runner = Callable[[BackendCall], tuple[list[bytes], dict[str, Any]]]
+
+
+def _tiny_digits_runner(path: Path, device: str, dtype: str) -> Runner:
+    """Class-conditional UNet with classifier-free guidance (null class = 10), upscaled output."""
+    import numpy as np
+    import torch
+    from diffusers import DDPMScheduler, UNet2DModel
+    from PIL import Image
+
+    unet = UNet2DModel.from_pretrained(path / "unet", local_files_only=True)
+    unet = unet.to(device=device, dtype=_torch_dtype(dtype)).eval()
+    base_config = DDPMScheduler.from_pretrained(path / "scheduler", local_files_only=True).config
+    null_class = int(unet.config.num_class_embeds) - 1
+    native = int(unet.config.sample_size)
+
+    def run(call: BackendCall) -> tuple[list[bytes], dict[str, Any]]:
+        r = call.request
+        digit = digit_from_prompt(r.prompt)
+        sched = make_scheduler(r.scheduler or "ddim", base_config)
+        steps = r.steps or 20
+        guidance = 2.0 if r.guidance_scale is None else r.guidance_scale
+        sched.set_timesteps(steps)
+        gen = torch.Generator(device="cpu").manual_seed(int(r.seed or 0))
+        x = torch.randn((r.n, 1, native, native), generator=gen).to(device=device, dtype=unet.dtype)
+        x = x * sched.init_noise_sigma
+        cond = torch.full((r.n,), digit, dtype=torch.long, device=device)
+        labels = torch.cat([cond, torch.full_like(cond, null_class)])
+        step_kwargs: dict[str, Any] = {}
+        if "generator" in _step_params(sched):
+            step_kwargs["generator"] = gen
+        with torch.inference_mode():
+            for t in sched.timesteps:
+                inp = sched.scale_model_input(torch.cat([x, x]), t)
+                eps = unet(inp, t, class_labels=labels).sample
+                eps_c, eps_u = eps.chunk(2)
+                eps = eps_u + guidance * (eps_c - eps_u)
+                x = sched.step(eps, t, x, **step_kwargs).prev_sample
+        arr = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+        w, h = r.width or 256, r.height or 256
+        out = [_png(Image.fromarray(np.ascontiguousarray(a[0])).resize((w, h), Image.Resampling.BICUBIC))
+               for a in arr]  # fmt: skip
+        meta = {
+            "digit": digit,
+            "native_size": [native, native],
+            "upscaled": (w, h) != (native, native),
+            "scheduler": r.scheduler or "ddim",
+            "steps": steps,
+            "guidance_scale": guidance,
+        }
+        return out, meta
+
+    return run
+
+
+def _step_params(sched: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(sched.step).parameters)
+
+
+def _diffusers_runner(path: Path, device: str, dtype: str) -> Runner:
+    """Any text-to-image diffusers pipeline directory (SD 1.5, SDXL, SD-Turbo, LCM, ...)."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, torch_dtype=_torch_dtype(dtype))
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    base_config = pipe.scheduler.config
+
+    def run(call: BackendCall) -> tuple[list[bytes], dict[str, Any]]:
+        r = call.request
+        pipe.scheduler = make_scheduler(r.scheduler, base_config) if r.scheduler else pipe.scheduler
+        kwargs: dict[str, Any] = {
+            "prompt": r.prompt,
+            "num_images_per_prompt": r.n,
+            "generator": torch.Generator(device="cpu").manual_seed(int(r.seed or 0)),
+            "output_type": "pil",
+        }
+        optional = {
+            "negative_prompt": r.negative_prompt,
+            "width": r.width,
+            "height": r.height,
+            "num_inference_steps": r.steps,
+            "guidance_scale": r.guidance_scale,
+        }
+        kwargs.update({k: v for k, v in optional.items() if v is not None})
+        images = pipe(**kwargs).images
+        return [_png(img) for img in images], {"pipeline": type(pipe).__name__}
+
+    return run
+
+
+RUNNERS: dict[str, Callable[[Path, str, str], Runner]] = {"TinyDigitsPipeline": _tiny_digits_runner}

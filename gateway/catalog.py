@@ -1,0 +1,216 @@
+"""Provider cards: what each model costs and promises, as reviewed YAML data.
+
+A card file describes one backend's models. Every price and term carries ``source`` and ``as_of`` so
+finance and legal can check it. A *route* is one (backend, model) pair from a card; routing filters and
+ranks routes, the backend registry turns a route's backend name into code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from decimal import Decimal
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ._yaml import load_model
+from .errors import ConfigError
+from .types import SCHEDULERS, Indemnity, Scheduler
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sourced(BaseModel):
+    """Every fact on a card says where it comes from and when it was read."""
+
+    model_config = _STRICT
+    source: str = Field(min_length=1)
+    as_of: dt.date
+
+
+class Licence(Sourced):
+    name: str
+    commercial_use: bool
+    notes: str = ""
+
+
+class IndemnityTerms(Sourced):
+    level: Indemnity
+    scope: str = ""
+
+
+class TrainingData(Sourced):
+    disclosed: bool
+    summary: str = ""
+
+
+class ProvenanceBehaviour(Sourced):
+    watermark: bool = False
+    c2pa: bool = False
+
+
+class Moderation(Sourced):
+    provider_side: bool
+    notes: str = ""
+
+
+class ImageTier(BaseModel):
+    """A per-image price for outputs up to ``max_pixels`` at ``quality``."""
+
+    model_config = _STRICT
+    usd: Decimal = Field(ge=0)
+    max_pixels: int | None = None
+    quality: str = "standard"
+
+
+class Pricing(Sourced):
+    """One of three billing units: per image (tiers), per second of named hardware, per device-hour."""
+
+    unit: Literal["image", "second", "hour"]
+    per_image: tuple[ImageTier, ...] = ()
+    usd_per_second: Decimal | None = Field(default=None, ge=0)
+    hardware: str | None = None
+    usd_per_hour: Decimal | None = Field(default=None, ge=0)
+    expected_seconds: float = Field(default=10.0, gt=0, description="Conservative default per call.")
+
+    @model_validator(mode="after")
+    def _unit_has_price(self) -> Pricing:
+        need = {"image": bool(self.per_image), "second": self.usd_per_second is not None,
+                "hour": self.usd_per_hour is not None}  # fmt: skip
+        if not need[self.unit]:
+            field = {"image": "per_image", "second": "usd_per_second", "hour": "usd_per_hour"}[self.unit]
+            raise ValueError(f"unit {self.unit!r} needs {field}")
+        return self
+
+
+class Capabilities(BaseModel):
+    model_config = _STRICT
+    min_side: int = 64
+    max_side: int = 4096
+    multiple_of: int = 1
+    max_pixels: int | None = None
+    sizes: tuple[tuple[int, int], ...] | None = None  # exact sizes only, when the model has a list
+    max_images: int = 1
+    seed: bool = True
+    negative_prompt: bool = True
+    steps: bool = False
+    guidance: bool = False
+    schedulers: tuple[Scheduler, ...] = ()
+
+
+class Defaults(BaseModel):
+    model_config = _STRICT
+    width: int = 1024
+    height: int = 1024
+    steps: int | None = None
+    guidance_scale: float | None = None
+    scheduler: Scheduler | None = None
+
+
+class ModelCard(BaseModel):
+    model_config = _STRICT
+    id: str = Field(min_length=1, description="The backend's model id.")
+    name: str
+    status: Literal["active", "legacy", "end_of_life"] = "active"
+    end_of_life: dt.date | None = None
+    regions: tuple[str, ...] = ("local",)
+    licence: Licence
+    indemnity: IndemnityTerms
+    training_data: TrainingData
+    provenance: ProvenanceBehaviour
+    moderation: Moderation
+    pricing: Pricing
+    capabilities: Capabilities = Capabilities()
+    defaults: Defaults = Defaults()
+    options: dict[str, Any] = Field(default_factory=dict, description="Passed to the backend as-is.")
+
+
+class ProviderCard(BaseModel):
+    model_config = _STRICT
+    schema_version: Literal[1] = 1
+    provider: str = Field(pattern=r"^[a-z0-9_-]+$", description="Backend name in the registry.")
+    name: str
+    models: tuple[ModelCard, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> ProviderCard:
+        ids = [m.id for m in self.models]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate model ids: {sorted(dup)}")
+        return self
+
+
+class Route:
+    """One (backend, model) pair, with its card. Hashable by key ``provider/model``."""
+
+    __slots__ = ("__dict__", "card", "provider")
+
+    def __init__(self, provider: str, card: ModelCard) -> None:
+        self.provider = provider
+        self.card = card
+
+    @property
+    def model(self) -> str:
+        return self.card.id
+
+    @cached_property
+    def key(self) -> str:
+        return f"{self.provider}/{self.card.id}"
+
+    def lifecycle(self, today: dt.date) -> str:
+        """"active", "legacy" or "end_of_life" as of ``today`` (an EOL date in the past wins)."""
+        if self.card.status == "end_of_life" or (self.card.end_of_life and today >= self.card.end_of_life):
+            return "end_of_life"
+        return self.card.status
+
+    def __repr__(self) -> str:
+        return f"Route({self.key})"
+
+
+class Catalog:
+    """All routes from a set of card files, in a stable order (file name, then card order)."""
+
+    def __init__(self, cards: Iterable[ProviderCard]) -> None:
+        self.cards = tuple(cards)
+        self.routes: tuple[Route, ...] = tuple(Route(c.provider, m) for c in self.cards for m in c.models)
+        keys = [r.key for r in self.routes]
+        dup = {k for k in keys if keys.count(k) > 1}
+        if dup:
+            raise ConfigError(f"route defined twice across provider cards: {sorted(dup)}")
+        self._by_key = {r.key: r for r in self.routes}
+
+    def __iter__(self) -> Iterator[Route]:
+        return iter(self.routes)
+
+    def __len__(self) -> int:
+        return len(self.routes)
+
+    def get(self, key: str) -> Route | None:
+        return self._by_key.get(key)
+
+    @classmethod
+    def load(cls, paths: Iterable[str | Path]) -> Catalog:
+        files: list[Path] = []
+        for p in map(Path, paths):
+            files.extend(sorted(p.glob("*.yaml")) if p.is_dir() else [p])
+        return cls(load_model(ProviderCard, f) for f in files)
+
+    @classmethod
+    def default(cls) -> Catalog:
+        return cls.load([default_data_dir("providers")])
+
+
+def default_data_dir(kind: Literal["providers", "policies"]) -> Path:
+    """The shipped ``providers/`` or ``policies/`` folder: inside the wheel, or the source checkout."""
+    packaged = Path(str(resources.files("gateway").joinpath("_data", kind)))
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / kind
+
+
+__all__ = ["SCHEDULERS", "Catalog", "ModelCard", "ProviderCard", "Route", "default_data_dir"]

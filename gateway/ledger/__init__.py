@@ -1,0 +1,1 @@
+"""Cost accounting: pricing from provider cards, budgets, reservations, settlement, reports."""
