@@ -133,10 +133,20 @@ def _capabilities(x: RoutingInput) -> str | None:
     return None
 
 
-# Order matters only for which reason is shown: the first failing rule names the drop.
-ELIGIBILITY: tuple[Rule, ...] = (
-    _hint, _providers, _models, _regions, _licence, _indemnity, _disclosure, _lifecycle, _capabilities,
-)  # fmt: skip
+# (stage, rule). Order matters only for which reason is shown: the first failing rule names the drop.
+# The stage tells callers what kind of problem it was ("backend" = the backend itself refused the
+# request as asked, e.g. a prompt the model cannot draw: a usage error rather than an outage).
+ELIGIBILITY: tuple[tuple[str, Rule], ...] = (
+    ("hint", _hint),
+    ("policy", _providers),
+    ("policy", _models),
+    ("policy", _regions),
+    ("policy", _licence),
+    ("policy", _indemnity),
+    ("policy", _disclosure),
+    ("policy", _lifecycle),
+    ("capability", _capabilities),
+)
 
 
 # ------------------------------------------------------------------------ stats and breaker
@@ -235,6 +245,7 @@ class Candidate:
     reason: str | None  # None = eligible
     estimate_usd: Decimal | None = None
     expected_latency_s: float | None = None
+    stage: str | None = None  # which check dropped it: hint, policy, capability, cost, breaker, backend
 
     @property
     def eligible(self) -> bool:
@@ -247,6 +258,7 @@ class Candidate:
             "model": self.route.model,
             "eligible": self.eligible,
             "reason": self.reason,
+            "stage": self.stage,
             "estimate_usd": None if self.estimate_usd is None else str(self.estimate_usd),
             "expected_latency_s": self.expected_latency_s,
             "indemnity": self.route.card.indemnity.level,
@@ -294,7 +306,7 @@ def plan_routes(
     out: list[Candidate] = []
     for route in catalog:
         x = RoutingInput(route, request, decision.constraints, today)
-        reason = next((r for rule in ELIGIBILITY if (r := rule(x)) is not None), None)
+        stage, reason = next(((st, r) for st, rule in ELIGIBILITY if (r := rule(x)) is not None), (None, None))
         est: Decimal | None = None
         latency = stats.latency(route.key) if stats else None
         if latency is None:
@@ -304,15 +316,16 @@ def plan_routes(
                 hist = latency if route.card.pricing.unit != "image" else None
                 est = estimate_cost(route, request, hist)
             except ValueError as exc:
-                reason = str(exc)
+                stage, reason = "capability", str(exc)
         cap = decision.constraints.max_cost_usd
         if reason is None and est is not None and cap is not None and est > cap:
-            reason = f"estimated ${est} exceeds the policy's max cost ${cap}"
+            stage, reason = "cost", f"estimated ${est} exceeds the policy's max cost ${cap}"
         if reason is None and breaker is not None and breaker.state(route.key, now) == "open":
-            reason = "circuit open after repeated failures"
+            stage, reason = "breaker", "circuit open after repeated failures"
         if reason is None and backend_check is not None:
             reason = backend_check(route, request)
-        out.append(Candidate(route, reason, est, latency))
+            stage = "backend" if reason else None
+        out.append(Candidate(route, reason, est, latency, stage))
     eligible = [c for c in out if c.eligible]
     return RoutePlan(opts.strategy, tuple(out), tuple(rank(eligible, opts)))
 

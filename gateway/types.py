@@ -271,7 +271,7 @@ class GenerationResult:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         base = stem or self.request_id
-        return [img.save(d / f"{base}-{i}.png") for i, img in enumerate(self.images)]
+        return [img.save(d / f"{base}-{i}.{_EXT.get(img.mime, 'bin')}") for i, img in enumerate(self.images)]
 
     def to_dict(self, paths: list[Path] | None = None) -> dict[str, Any]:
         """The JSON object ``gateway generate --json`` prints."""
@@ -316,6 +316,9 @@ class GenerationResult:
         )
         caption = html.escape(f"{self.provider}/{self.model} seed={self.seed} cost=${self.cost_usd}")
         return f"<div>{tags}<div><code>{caption}</code></div></div>"
+
+
+_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
 def _summary(values: Any) -> str:

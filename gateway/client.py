@@ -1,0 +1,657 @@
+"""Gateway and AsyncGateway: plan, then execute. The only module that knows every step.
+
+One request::
+
+    1 policy   -> Decision           (pure)        \
+    2 routing  -> ranked routes      (pure)         > the Plan; `explain` stops here
+    3 estimate -> cost per route     (pure)        /
+    for each ranked route (first, then fallbacks):
+        reserve the estimate (atomic, every budget in scope)   -- BudgetExceeded stops here
+        call the backend with its retry policy                  -- release on failure, try next route
+        validate outputs, output checks, watermark + C2PA
+        settle the reservation to the actual cost
+    audit (hash-chained, fail closed), span + metrics, route stats
+
+All logic that is not I/O lives in :class:`_Core`; the sync and async shells differ only in how they
+wait on the backend, the stores and the CPU-bound output step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .backends.base import Backend, BackendCall, BackendResult
+from .backends.registry import create_backend
+from .catalog import Catalog, Route
+from .config import Settings
+from .errors import (
+    AuditWriteError,
+    AuthenticationError,
+    BackendError,
+    BackendTimeout,
+    BudgetExceeded,
+    GatewayError,
+    InvalidRequestError,
+    NoEligibleRoute,
+    PolicyDenied,
+    ProvidersFailed,
+)
+from .ledger.pricing import actual_cost
+from .outputs import OutputStep, Processed
+from .retry import RetryPolicy
+from .routing import (
+    CircuitBreaker,
+    RouteStats,
+    RoutingOptions,
+    RoutePlan,
+    default_stats_path,
+    env_today,
+    plan_routes,
+)
+from .types import Attempt, Context, Decision, GenerationResult, ImageRequest
+
+if TYPE_CHECKING:
+    from .audit import AuditLog, RequestTrace, Telemetry
+    from .ledger import Ledger, Reservation
+    from .policy import PolicySet
+    from .provenance import Provenance
+
+T = TypeVar("T")
+_CONTEXT_FIELDS = frozenset(Context.model_fields)
+
+# Errors after which another route may be tried: the call was not accepted, or the route is broken
+# for us (bad credentials). A content filter or an invalid request is the request's problem: trying
+# elsewhere would be shopping for a more permissive provider, so it stops.
+FALLBACK_ON: tuple[type[BackendError], ...] = (AuthenticationError, BackendTimeout)
+
+
+def _falls_back(exc: BackendError) -> bool:
+    return exc.retryable or isinstance(exc, FALLBACK_ON)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Steps 1-3 for one request: what the gateway would do, computed without I/O or spending."""
+
+    request_id: str
+    request: ImageRequest
+    context: Context
+    decision: Decision
+    routes: RoutePlan
+
+    def to_dict(self) -> dict[str, Any]:
+        ranked = self.routes.ranked
+        return {
+            "request_id": self.request_id,
+            "decision": {
+                **self.decision.to_dict(),
+                "constraints": _constraints_dict(self.decision),
+            },
+            "routing": self.routes.to_dict(),
+            "route": ranked[0].route.key if ranked else None,
+            "estimate_usd": str(ranked[0].estimate_usd) if ranked else None,
+            "seed": self.request.seed,
+        }
+
+
+def _constraints_dict(decision: Decision) -> dict[str, Any]:
+    c = decision.constraints
+    return {
+        "min_indemnity": c.min_indemnity,
+        "commercial_use_required": c.commercial_use_required,
+        "allowed_providers": c.allowed_providers,
+        "allowed_regions": c.allowed_regions,
+        "exclude_legacy": c.exclude_legacy,
+        "watermark_required": decision.provenance.watermark_required,
+        "c2pa_required": decision.provenance.c2pa_required,
+    }
+
+
+@dataclass
+class _Run:
+    """Mutable bookkeeping of one execution (attempts so far, audit records to write)."""
+
+    plan: Plan
+    trace: RequestTrace
+    started: float
+    attempts: list[Attempt] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    estimated: Decimal = Decimal(0)
+
+
+class _Core:
+    """Planning and the bookkeeping around each attempt; no waiting on I/O happens here."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        policy: PolicySet | None = None,
+        catalog: Catalog | None = None,
+        ledger: Ledger | None = None,
+        audit: AuditLog | None = None,
+        provenance: Provenance | None = None,
+        telemetry: Telemetry | None = None,
+        backends: Mapping[str, Backend] | None = None,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from .audit import Telemetry, open_audit
+        from .ledger import open_ledger
+        from .policy import PolicySet
+
+        s = self.settings = settings or Settings.load()
+        s.home.mkdir(parents=True, exist_ok=True)
+        self.policy = policy or PolicySet.load(s.policy_paths)
+        self.catalog = catalog or Catalog.load(s.provider_paths)
+        self.ledger = ledger or open_ledger(s.resolved_ledger_url)
+        self.audit = audit or open_audit(s.resolved_audit_url, checkpoint_dir=s.home / "checkpoints")
+        if provenance is None:
+            from .provenance import Provenance
+
+            provenance = Provenance(s.home, s.provenance)
+        self.provenance = provenance
+        self.telemetry = telemetry or Telemetry(capture_prompt=bool(s.telemetry.get("capture_prompt", False)))
+        self.outputs = OutputStep(
+            self.policy,
+            self.provenance,
+            watermark_remote=bool(s.provenance.get("watermark_remote", True)),
+            c2pa_remote=bool(s.provenance.get("c2pa_remote", True)),
+        )
+        r = s.retry
+        self.retry = retry or RetryPolicy(
+            max_attempts=r.max_attempts,
+            base_backoff_s=r.backoff_s,
+            max_backoff_s=r.max_backoff_s,
+            max_retry_after_s=r.max_retry_after_s,
+        )
+        self.routing = RoutingOptions(s.routing.strategy, s.routing.priority, s.routing.weights)
+        self.stats = RouteStats(default_stats_path(s.home))
+        self.breaker = CircuitBreaker(s.routing.breaker_threshold, s.routing.breaker_cooldown_s)
+        self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self.monotonic = monotonic
+        self._backends: dict[str, Backend] = dict(backends or {})
+        self._backend_lock = threading.Lock()
+        self._last_stats_save = monotonic()
+
+    # -------------------------------------------------------------- planning (pure)
+
+    def backend(self, name: str) -> Backend:
+        with self._backend_lock:
+            b = self._backends.get(name)
+            if b is None:
+                b = self._backends[name] = create_backend(name, dict(self.settings.backend_options(name)))
+            return b
+
+    def build(self, prompt_or_request: str | ImageRequest, options: dict[str, Any]) -> tuple[ImageRequest, Context]:
+        ctx_fields = {k: options.pop(k) for k in list(options) if k in _CONTEXT_FIELDS}
+        context = Context.build(options.pop("context", None), **ctx_fields)
+        request = ImageRequest.build(prompt_or_request, **options)
+        if request.seed is None:
+            request = request.model_copy(update={"seed": secrets.randbelow(2**32)})
+        return request, context
+
+    def call_for(self, route: Route, request: ImageRequest, request_id: str) -> BackendCall:
+        """Fill the card's defaults into the request: what this route will actually be asked."""
+        d = route.card.defaults
+        resolved = request.model_copy(
+            update={
+                "width": request.width or d.width,
+                "height": request.height or d.height,
+                "steps": request.steps or d.steps,
+                "guidance_scale": d.guidance_scale if request.guidance_scale is None else request.guidance_scale,
+                "scheduler": request.scheduler or d.scheduler,
+            }
+        )
+        opts = route.card.options
+        return BackendCall(resolved, route.model, opts, self.settings.timeout_s, request_id)
+
+    def _check(self, route: Route, request: ImageRequest) -> str | None:
+        try:
+            backend = self.backend(route.provider)
+        except GatewayError as exc:
+            return str(exc)
+        return backend.check(self.call_for(route, request, ""))
+
+    def plan(
+        self, request: ImageRequest, context: Context, request_id: str | None = None, trace: Any = None
+    ) -> Plan:
+        with _step(trace, "policy"):
+            decision = self.policy.evaluate(request, context)
+        with _step(trace, "routing"):
+            routes = self._routes(request, decision)
+        return Plan(request_id or uuid.uuid4().hex, request, context, decision, routes)
+
+    def _routes(self, request: ImageRequest, decision: Decision) -> RoutePlan:
+        return plan_routes(
+            self.catalog,
+            request,
+            decision,
+            today=env_today(),
+            now=self.monotonic(),
+            options=self.routing,
+            stats=self.stats,
+            breaker=self.breaker,
+            backend_check=self._check,
+        )
+
+    # -------------------------------------------------------------- evidence helpers
+
+    def record(self, run: _Run, event: str, **fields: Any) -> dict[str, Any]:
+        p, ctx = run.plan, run.plan.context
+        rec: dict[str, Any] = {
+            "event": event,
+            "request_id": p.request_id,
+            "team": ctx.team,
+            "project": ctx.project,
+            "use_case": ctx.use_case,
+            "user": ctx.user,
+            "tags": list(ctx.tags),
+            "trace_id": run.trace.trace_id,
+            "span_id": run.trace.span_id,
+            "decision": p.decision.to_dict(),
+            "prompt_sha256": hashlib.sha256(p.request.prompt.encode()).hexdigest(),
+            "prompt_len": len(p.request.prompt),
+            "n": p.request.n,
+            "seed": p.request.seed,
+        }
+        if p.decision.capture_prompt:
+            rec["prompt"] = p.request.prompt
+        rec.update(fields)
+        run.records.append(rec)
+        return rec
+
+    def begin(self, run: _Run) -> None:
+        """Raise (with an audit record queued) if the plan denies or has nowhere to go."""
+        plan = run.plan
+        run.trace.decision(plan.decision)
+        if plan.routes.ranked:
+            run.trace.routed(plan.routes.ranked[0].route.provider, plan.routes.ranked[0].route.model)
+        if not plan.decision.allowed:
+            self.record(run, "denied")
+            raise PolicyDenied(
+                "denied by policy: " + "; ".join(plan.decision.reasons or plan.decision.rule_ids),
+                rule_ids=plan.decision.rule_ids,
+                decision=plan.decision,
+            )
+        if not plan.routes.ranked:
+            dropped = [f"{c.route.key}: {c.reason}" for c in plan.routes.candidates if c.stage != "hint"]
+            msg = "no eligible route:\n  " + "\n  ".join(dropped or ["no provider card matches the request"])
+            self.record(run, "failed", error_type="NoEligibleRoute")
+            if any(c.stage == "backend" for c in plan.routes.candidates):
+                # A backend refused the request as asked (e.g. a prompt tiny-digits cannot draw).
+                raise InvalidRequestError(msg)
+            raise NoEligibleRoute(msg)
+
+    def attempt_failed(self, run: _Run, route: Route, exc: BackendError, started: float, retries: int) -> None:
+        latency = time.perf_counter() - started
+        self.breaker.record_failure(route.key, self.monotonic())
+        name = type(exc).__name__
+        run.attempts.append(Attempt(route.provider, route.model, name, latency, str(exc), retries))
+        self.record(run, "attempt", provider=route.provider, model=route.model, route_key=route.key,
+                    outcome=name, error=str(exc), latency_s=round(latency, 6), retries=retries)  # fmt: skip
+
+    def attempt_ok(self, run: _Run, route: Route, result: BackendResult, started: float, retries: int) -> Decimal:
+        latency = time.perf_counter() - started
+        self.breaker.record_success(route.key)
+        self.stats.observe(route.key, result.usage.elapsed_s or latency)
+        run.attempts.append(Attempt(route.provider, route.model, "ok", latency, None, retries))
+        cost = actual_cost(route, run.plan.request, result.usage)
+        self.record(run, "attempt", provider=route.provider, model=route.model, route_key=route.key,
+                    outcome="ok", latency_s=round(latency, 6), retries=retries, cost_usd=str(cost),
+                    provider_request_id=result.usage.provider_request_id)  # fmt: skip
+        return cost
+
+    def outputs_info(self, run: _Run, route: Route) -> Any:
+        from .provenance import ProvenanceInfo
+
+        p = run.plan
+        return ProvenanceInfo(
+            request_id=p.request_id,
+            provider=route.provider,
+            model=route.model,
+            seed=p.request.seed,
+            prompt_sha256=hashlib.sha256(p.request.prompt.encode()).hexdigest(),
+        )
+
+    def finish(
+        self, run: _Run, route: Route, call: BackendCall, result: BackendResult, processed: Processed, cost: Decimal
+    ) -> GenerationResult:
+        p = run.plan
+        images = tuple(processed.images)
+        for q in processed.quarantined:
+            self.record(run, "quarantined", provider=route.provider, model=route.model, **q)
+        self.record(
+            run,
+            "request",
+            provider=route.provider,
+            model=route.model,
+            route_key=route.key,
+            cost_usd=str(cost),
+            estimated_cost_usd=str(run.estimated),
+            image_sha256s=[img.sha256 for img in images],
+            watermark=[img.watermark for img in images],
+            c2pa=[img.c2pa for img in images],
+            attempts=[a.to_dict() for a in run.attempts],
+            quarantined=len(processed.quarantined),
+        )
+        return GenerationResult(
+            request_id=p.request_id,
+            images=images,
+            provider=route.provider,
+            model=route.model,
+            seed=result.seed if result.seed is not None else call.request.seed,
+            cost_usd=cost,
+            estimated_cost_usd=run.estimated,
+            latency_s=time.perf_counter() - run.started,
+            decision=p.decision,
+            attempts=tuple(run.attempts),
+            trace_id=run.trace.trace_id,
+            quarantined=tuple(processed.quarantined),
+            metadata=dict(result.metadata),
+        )
+
+    def all_failed(self, run: _Run) -> ProvidersFailed:
+        lines = [f"{a.provider}/{a.model}: {a.outcome}: {a.error}" for a in run.attempts]
+        self.record(run, "failed", error_type="ProvidersFailed", attempts=[a.to_dict() for a in run.attempts])
+        return ProvidersFailed("every eligible route failed:\n  " + "\n  ".join(lines), attempts=run.attempts)
+
+    def maybe_save_stats(self) -> None:
+        now = self.monotonic()
+        if now - self._last_stats_save > 5.0:
+            self._last_stats_save = now
+            self.stats.save()
+
+    def close(self) -> None:
+        self.stats.save()
+        for b in self._backends.values():
+            b.close()
+        self.ledger.close()
+        self.audit.close()
+
+
+class Gateway:
+    """Synchronous client. ``Gateway()`` runs on the embedded default; see :meth:`from_config`.
+
+    Components (policy, catalog, ledger, audit, provenance, telemetry, backends) can be passed in to
+    replace the ones built from settings, which is how tests and embedding applications compose it.
+    """
+
+    def __init__(self, settings: Settings | None = None, **components: Any) -> None:
+        self._core = _Core(settings, **components)
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None, **components: Any) -> Gateway:
+        return cls(Settings.load(path), **components)
+
+    @property
+    def settings(self) -> Settings:
+        return self._core.settings
+
+    def explain(self, prompt_or_request: str | ImageRequest, **options: Any) -> Plan:
+        """Steps 1-3 only: the decision, every candidate with its reason, the ranking and estimates."""
+        request, context = self._core.build(prompt_or_request, dict(options))
+        return self._core.plan(request, context)
+
+    def generate(self, prompt_or_request: str | ImageRequest, **options: Any) -> GenerationResult:
+        """Generate images; raises a :class:`~gateway.errors.GatewayError` subclass on any refusal."""
+        core = self._core
+        request, context = core.build(prompt_or_request, dict(options))
+        request_id = uuid.uuid4().hex
+        with core.telemetry.request(request, context, request_id) as trace:
+            run = _Run(core.plan(request, context, request_id, trace), trace, time.perf_counter())
+            try:
+                core.begin(run)
+                result = self._execute(run)
+                seqs = core.audit.append_many(run.records)
+                result = _with_seq(result, seqs[-1])
+                trace.finish(result=result)
+                return result
+            except BaseException as exc:
+                _audit_failure(core, run, exc)
+                trace.finish(error=exc)
+                raise
+            finally:
+                core.maybe_save_stats()
+
+    def _execute(self, run: _Run) -> GenerationResult:
+        core, plan = self._core, run.plan
+        for cand in plan.routes.ranked[: core.settings.routing.max_routes]:
+            route = cand.route
+            if core.breaker.state(route.key, core.monotonic()) == "open":
+                continue
+            call = core.call_for(route, plan.request, plan.request_id)
+            estimate = cand.estimate_usd or Decimal(0)
+            with run.trace.step("ledger.reserve", route=route.key):
+                res = _reserve(core, run, route, estimate)
+            run.estimated = estimate
+            retries = 0
+
+            def on_retry(_exc: BaseException, _n: int) -> None:
+                nonlocal retries
+                retries += 1
+
+            started = time.perf_counter()
+            try:
+                with run.trace.attempt(route.provider, route.model, route.card.options.get("server_address")):
+                    result = core.retry.run(lambda c=call, r=route: core.backend(r.provider).generate(c),
+                                            on_retry=on_retry)  # fmt: skip
+            except BackendError as exc:
+                _settle_failure(core, res, exc, estimate, route, plan)
+                core.attempt_failed(run, route, exc, started, retries)
+                if _falls_back(exc):
+                    continue
+                raise
+            except BaseException:
+                core.ledger.release(res, reason="cancelled", now=core.clock())
+                raise
+            cost = core.attempt_ok(run, route, result, started, retries)
+            try:
+                with run.trace.step("outputs"):
+                    processed = core.outputs.process(
+                        result.images,
+                        decision=plan.decision,
+                        context=plan.context,
+                        info=core.outputs_info(run, route),
+                        local=route.provider == "local",
+                        metadata=dict(result.metadata),
+                    )
+            finally:
+                core.ledger.settle(res, actual_usd=cost, provider=route.provider, model=route.model,
+                                   images=result.usage.images, latency_s=result.usage.elapsed_s,
+                                   now=core.clock())  # fmt: skip
+            return core.finish(run, route, call, result, processed, cost)
+        raise core.all_failed(run)
+
+    def close(self) -> None:
+        self._core.close()
+
+    def __enter__(self) -> Gateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncGateway:
+    """The asyncio twin of :class:`Gateway`: same plan, same evidence, awaits the I/O.
+
+    HTTP backends are awaited natively; the local backend runs torch in its own bounded pool; the
+    CPU-bound output step (classifier, watermark, C2PA) runs in a worker thread; stores that do
+    network I/O (PostgreSQL) are called in a thread, SQLite inline (tens of microseconds).
+    """
+
+    def __init__(self, settings: Settings | None = None, **components: Any) -> None:
+        self._core = _Core(settings, **components)
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None, **components: Any) -> AsyncGateway:
+        return cls(Settings.load(path), **components)
+
+    @property
+    def settings(self) -> Settings:
+        return self._core.settings
+
+    def explain(self, prompt_or_request: str | ImageRequest, **options: Any) -> Plan:
+        request, context = self._core.build(prompt_or_request, dict(options))
+        return self._core.plan(request, context)
+
+    async def _store(self, blocking: bool, fn: Callable[[], T]) -> T:
+        return await asyncio.to_thread(fn) if blocking else fn()
+
+    async def generate(self, prompt_or_request: str | ImageRequest, **options: Any) -> GenerationResult:
+        core = self._core
+        request, context = core.build(prompt_or_request, dict(options))
+        request_id = uuid.uuid4().hex
+        with core.telemetry.request(request, context, request_id) as trace:
+            run = _Run(core.plan(request, context, request_id, trace), trace, time.perf_counter())
+            try:
+                core.begin(run)
+                result = await self._execute(run)
+                records = run.records
+                seqs = await self._store(core.audit.blocking_io, lambda: core.audit.append_many(records))
+                result = _with_seq(result, seqs[-1])
+                trace.finish(result=result)
+                return result
+            except BaseException as exc:
+                _audit_failure(core, run, exc)
+                trace.finish(error=exc)
+                raise
+            finally:
+                core.maybe_save_stats()
+
+    async def _execute(self, run: _Run) -> GenerationResult:
+        core, plan = self._core, run.plan
+        blocking = core.ledger.blocking_io
+        for cand in plan.routes.ranked[: core.settings.routing.max_routes]:
+            route = cand.route
+            if core.breaker.state(route.key, core.monotonic()) == "open":
+                continue
+            call = core.call_for(route, plan.request, plan.request_id)
+            estimate = cand.estimate_usd or Decimal(0)
+            with run.trace.step("ledger.reserve", route=route.key):
+                res = await self._store(blocking, lambda r=route, e=estimate: _reserve(core, run, r, e))
+            run.estimated = estimate
+            retries = 0
+
+            def on_retry(_exc: BaseException, _n: int) -> None:
+                nonlocal retries
+                retries += 1
+
+            backend = core.backend(route.provider)
+            started = time.perf_counter()
+            try:
+                with run.trace.attempt(route.provider, route.model, route.card.options.get("server_address")):
+                    result = await core.retry.arun(lambda c=call, b=backend: b.agenerate(c), on_retry=on_retry)
+            except BackendError as exc:
+                await self._store(blocking, lambda e=exc, r=route, est=estimate, rs=res:  # type: ignore[misc]
+                                  _settle_failure(core, rs, e, est, r, plan))  # fmt: skip
+                core.attempt_failed(run, route, exc, started, retries)
+                if _falls_back(exc):
+                    continue
+                raise
+            except BaseException:  # cancellation included: give the money back, then propagate
+                await asyncio.shield(
+                    self._store(blocking, lambda rs=res: core.ledger.release(rs, reason="cancelled", now=core.clock()))
+                )
+                raise
+            cost = core.attempt_ok(run, route, result, started, retries)
+            try:
+                with run.trace.step("outputs"):
+                    processed = await asyncio.to_thread(
+                        core.outputs.process,
+                        result.images,
+                        decision=plan.decision,
+                        context=plan.context,
+                        info=core.outputs_info(run, route),
+                        local=route.provider == "local",
+                        metadata=dict(result.metadata),
+                    )
+            finally:
+                await self._store(blocking, lambda r=route, rs=res, c=cost, u=result.usage: core.ledger.settle(
+                    rs, actual_usd=c, provider=r.provider, model=r.model, images=u.images,
+                    latency_s=u.elapsed_s, now=core.clock()))  # fmt: skip
+            return core.finish(run, route, call, result, processed, cost)
+        raise core.all_failed(run)
+
+    async def aclose(self) -> None:
+        self._core.close()
+
+    async def __aenter__(self) -> AsyncGateway:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+# ------------------------------------------------------------------ shared shell helpers
+
+
+def _reserve(core: _Core, run: _Run, route: Route, estimate: Decimal) -> Reservation:
+    d = run.plan.decision
+    return core.ledger.reserve(
+        request_id=run.plan.request_id,
+        context=run.plan.context,
+        budgets=d.budgets,
+        rate_limits=d.rate_limits,
+        amount_usd=estimate,
+        route_key=route.key,
+        now=core.clock(),
+    )
+
+
+def _settle_failure(
+    core: _Core, res: Reservation, exc: BackendError, estimate: Decimal, route: Route, plan: Plan
+) -> None:
+    """A timed-out create may still be billed: keep its estimate as spent. Anything else is released."""
+    if isinstance(exc, BackendTimeout):
+        core.ledger.settle(res, actual_usd=estimate, provider=route.provider, model=route.model, images=0,
+                           latency_s=0.0, now=core.clock())  # fmt: skip
+    else:
+        core.ledger.release(res, reason=type(exc).__name__, now=core.clock())
+
+
+def _audit_failure(core: _Core, run: _Run, exc: BaseException) -> None:
+    """Write what happened to a request that did not succeed. An audit failure here is re-raised."""
+    if isinstance(exc, AuditWriteError):
+        return
+    last = run.records[-1] if run.records else None
+    if last is not None and last["event"] in ("denied", "failed"):
+        last.setdefault("error_type", type(exc).__name__)
+    else:
+        core.record(run, "failed", error_type=type(exc).__name__, error=_safe_message(exc),
+                    attempts=[a.to_dict() for a in run.attempts])  # fmt: skip
+    if isinstance(exc, PolicyDenied):
+        run.records[-1]["event"] = "denied"
+        run.records[-1]["rule_ids"] = list(exc.rule_ids)
+    if isinstance(exc, BudgetExceeded):
+        run.records[-1]["event"] = "budget_refused"
+    core.audit.append_many(run.records)
+
+
+def _step(trace: Any, name: str) -> Any:
+    from contextlib import nullcontext
+
+    return nullcontext() if trace is None else trace.step(name)
+
+
+def _safe_message(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, GatewayError) else type(exc).__name__
+
+
+def _with_seq(result: GenerationResult, seq: int) -> GenerationResult:
+    from dataclasses import replace
+
+    return replace(result, audit_seq=seq)

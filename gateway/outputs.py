@@ -1,0 +1,132 @@
+"""Step 5 of a request: decode and validate outputs, run output policy checks, add provenance.
+
+Kept apart from the client so the sync and async shells share it unchanged (the async shell runs it in
+a worker thread: classifiers and watermarking are CPU work that must not block the event loop).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import BadResponse, PolicyDenied
+from .types import Context, Decision, GeneratedImage
+
+if TYPE_CHECKING:
+    from .policy import PolicySet
+    from .provenance import Provenance, ProvenanceInfo
+
+# Formats a backend may hand us, by magic bytes. Anything else is refused before decoding.
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"RIFF", "image/webp"),
+)
+MAX_PIXELS = 4096 * 4096
+
+
+def sniff(data: bytes) -> str | None:
+    for magic, mime in _MAGIC:
+        if data.startswith(magic) and (mime != "image/webp" or data[8:12] == b"WEBP"):
+            return mime
+    return None
+
+
+def inspect_image(data: bytes, provider: str = "") -> tuple[str, int, int]:
+    """Check magic bytes, then fully decode with Pillow's bomb guard; return (mime, width, height)."""
+    from PIL import Image
+
+    mime = sniff(data)
+    if mime is None:
+        raise BadResponse("output is not a PNG, JPEG or WebP image", provider=provider)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise BadResponse(f"output of {img.width}x{img.height} is too large", provider=provider)
+                img.load()  # decodes every byte: catches truncated files
+                return mime, img.width, img.height
+    except BadResponse:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadResponse(f"output image does not decode: {type(exc).__name__}", provider=provider) from None
+
+
+@dataclass
+class Processed:
+    images: list[GeneratedImage] = field(default_factory=list)
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OutputStep:
+    """What step 5 needs: the policy (output classifiers) and provenance (watermark, C2PA)."""
+
+    policy: PolicySet
+    provenance: Provenance | None
+    watermark_remote: bool = True
+    c2pa_remote: bool = True
+
+    def process(
+        self,
+        raw: Sequence[bytes],
+        *,
+        decision: Decision,
+        context: Context,
+        info: ProvenanceInfo,
+        local: bool,
+        metadata: dict[str, Any],
+    ) -> Processed:
+        out = Processed()
+        checked = [inspect_image(data, info.provider) for data in raw]
+        findings = self.policy.check_outputs(raw, decision, context)
+        deny = [f for f in findings if f.action == "deny"]
+        if deny:
+            raise PolicyDenied(
+                "an output image was denied by policy: " + "; ".join(f.reason for f in deny),
+                rule_ids=sorted({f.rule_id for f in deny}),
+                decision=decision,
+            )
+        held = {f.index: f for f in findings}
+        req = decision.provenance
+        want_wm = local or self.watermark_remote or req.watermark_required
+        want_c2pa = local or self.c2pa_remote or req.c2pa_required
+        for i, data in enumerate(raw):
+            if i in held:
+                f = held[i]
+                out.quarantined.append(
+                    {"index": i, "rule_id": f.rule_id, "reason": f.reason, "score": round(f.score, 4)}
+                )
+                continue
+            mime, width, height = checked[i]
+            wm, c2pa, details = "absent", "absent", {}
+            if self.provenance is not None and (want_wm or want_c2pa):
+                stamped = self.provenance.stamp(data, info=info, watermark=want_wm, c2pa=want_c2pa)
+                data, mime, width, height = stamped.data, stamped.mime, stamped.width, stamped.height
+                wm, c2pa, details = stamped.watermark, stamped.c2pa, dict(stamped.details)
+            missing = [name for name, need, have in (
+                ("watermark", req.watermark_required, wm),
+                ("c2pa", req.c2pa_required, c2pa),
+            ) if need and have == "absent"]  # fmt: skip
+            if missing:
+                reason = f"required provenance missing: {', '.join(missing)}"
+                if req.on_missing == "deny":
+                    raise PolicyDenied(reason, rule_ids=["provenance.required"], decision=decision)
+                out.quarantined.append({"index": i, "rule_id": "provenance.required", "reason": reason})
+                continue
+            out.images.append(
+                GeneratedImage(
+                    data=data,
+                    width=width,
+                    height=height,
+                    mime=mime,
+                    metadata={**metadata, "provenance": details} if details else dict(metadata),
+                    watermark=wm,
+                    c2pa=c2pa,
+                )
+            )
+        return out
