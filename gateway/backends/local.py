@@ -191,8 +191,10 @@ def _tiny_digits_runner(path: Path, device: str, dtype: str) -> Runner:
     from diffusers import DDPMScheduler, UNet2DModel
     from PIL import Image
 
-    unet = UNet2DModel.from_pretrained(path / "unet", local_files_only=True)
-    unet = unet.to(device=device, dtype=_torch_dtype(dtype)).eval()
+    unet = UNet2DModel.from_pretrained(
+        path / "unet", local_files_only=True, low_cpu_mem_usage=False, torch_dtype=_torch_dtype(dtype)
+    )
+    unet = unet.to(device=device).eval()
     base_config = DDPMScheduler.from_pretrained(path / "scheduler", local_files_only=True).config
     null_class = int(unet.config.num_class_embeds) - 1
     native = int(unet.config.sample_size)
