@@ -84,3 +84,22 @@ def test_usage_is_measured(backend: LocalBackend) -> None:
     assert res.usage.images == 3
     assert res.usage.elapsed_s > 0 and res.usage.predict_time_s == res.usage.elapsed_s
     assert res.usage.hardware == "cpu"
+
+
+def test_any_diffusers_pipeline_directory_loads_offline(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A pipeline saved with save_pretrained loads from disk (local_files_only) and honours n and seed."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
+                       block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)  # fmt: skip
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50)).save_pretrained(tmp_path / "p")
+    b = LocalBackend()
+    req = ImageRequest(prompt="anything", n=2, seed=3, steps=3)
+    with pytest.raises(InvalidBackendRequest, match="unconditional"):
+        b.generate(BackendCall(req, str(tmp_path / "p")))
+    res = b.generate(BackendCall(req, str(tmp_path / "p"), {"unconditional": True}))
+    again = b.generate(BackendCall(req, str(tmp_path / "p"), {"unconditional": True}))
+    assert len(res.images) == 2 and res.images == again.images
+    assert res.metadata["pipeline"] == "DDPMPipeline"
+    b.close()

@@ -245,32 +245,46 @@ def _step_params(sched: Any) -> set[str]:
 
 
 def _diffusers_runner(path: Path, device: str, dtype: str) -> Runner:
-    """Any text-to-image diffusers pipeline directory (SD 1.5, SDXL, SD-Turbo, LCM, ...)."""
+    """Any diffusers pipeline directory (SD 1.5, SDXL, SD-Turbo, LCM, or an unconditional DDPM).
+
+    Arguments are passed only where the pipeline's ``__call__`` accepts them. A pipeline that takes no
+    prompt is refused unless its card says ``unconditional: true``: ignoring a prompt silently would
+    be the kind of quiet correction that hides mistakes.
+    """
+    import inspect
+
     import torch
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, torch_dtype=_torch_dtype(dtype))
+    pipe = DiffusionPipeline.from_pretrained(
+        path, local_files_only=True, torch_dtype=_torch_dtype(dtype), low_cpu_mem_usage=False
+    )
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     base_config = pipe.scheduler.config
+    accepted = set(inspect.signature(pipe.__call__).parameters)
 
     def run(call: BackendCall) -> tuple[list[bytes], dict[str, Any]]:
         r = call.request
+        if "prompt" not in accepted and not call.options.get("unconditional"):
+            raise InvalidBackendRequest(
+                f"{type(pipe).__name__} takes no prompt; mark its card `unconditional: true` to use it",
+                provider="local",
+            )
         pipe.scheduler = make_scheduler(r.scheduler, base_config) if r.scheduler else pipe.scheduler
-        kwargs: dict[str, Any] = {
+        wanted: dict[str, Any] = {
             "prompt": r.prompt,
-            "num_images_per_prompt": r.n,
-            "generator": torch.Generator(device="cpu").manual_seed(int(r.seed or 0)),
-            "output_type": "pil",
-        }
-        optional = {
             "negative_prompt": r.negative_prompt,
+            "num_images_per_prompt": r.n,
+            "batch_size": r.n,
             "width": r.width,
             "height": r.height,
             "num_inference_steps": r.steps,
             "guidance_scale": r.guidance_scale,
+            "generator": torch.Generator(device="cpu").manual_seed(int(r.seed or 0)),
+            "output_type": "pil",
         }
-        kwargs.update({k: v for k, v in optional.items() if v is not None})
+        kwargs = {k: v for k, v in wanted.items() if v is not None and k in accepted}
         images = pipe(**kwargs).images
         return [_png(img) for img in images], {"pipeline": type(pipe).__name__}
 
