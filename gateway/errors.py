@@ -10,6 +10,7 @@ never by a chain of ``isinstance`` checks::
     │   └── ConfigError                  a YAML file is wrong; message starts ``FILE:LINE:``
     ├── PolicyDenied                  3  a policy rule denied the request (``rule_ids``)
     ├── BudgetExceeded                4  reserving the estimate would overspend a budget
+    │   └── RateLimitExceeded            a request-count limit for the scope is used up
     ├── ProvidersFailed               5  every eligible route failed after retries and fallback
     │   └── NoEligibleRoute              policy/capabilities left no route to try
     ├── BackendError                  5  one backend call failed (raised inside routes, wrapped above)
@@ -83,6 +84,20 @@ class BudgetExceeded(GatewayError):
     def __init__(self, message: str, *, budget_ids: Sequence[str] = ()) -> None:
         self.budget_ids = tuple(budget_ids)
         super().__init__(message)
+
+
+class RateLimitExceeded(BudgetExceeded):
+    """A request-count limit (``RateLimit``) for the scope is used up for the current window.
+
+    A subclass of :class:`BudgetExceeded` so callers that stop on budgets stop on it too (exit code 4);
+    ``retry_after`` says in how many seconds the tightest exhausted window ends.
+    """
+
+    def __init__(
+        self, message: str, *, budget_ids: Sequence[str] = (), retry_after: float | None = None
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, budget_ids=budget_ids)
 
 
 class ProvidersFailed(GatewayError):
@@ -180,6 +195,7 @@ __all__ = [
     "NoEligibleRoute",
     "PolicyDenied",
     "ProvidersFailed",
+    "RateLimitExceeded",
     "RateLimited",
     "UsageError",
     "VerificationFailed",
