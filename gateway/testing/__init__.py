@@ -1,0 +1,34 @@
+"""Loopback fakes of Replicate and AWS Bedrock, with fault injection, for testing offline.
+
+Public, so applications built on the gateway can test their own error handling without keys or a
+network::
+
+    from gateway.testing import FakeReplicate
+
+    with FakeReplicate() as fake:               # a real HTTP server on 127.0.0.1, in a thread
+        fake.inject("rate_limit", retry_after=2)  # the next create answers 429 + Retry-After
+        ...  # point REPLICATE_BASE_URL at fake.url and run your code
+        assert fake.requests_of("create")
+
+Or from a shell: ``python -m gateway.testing replicate --port 8750``. With pytest, add
+``pytest_plugins = ["gateway.testing.pytest_plugin"]`` to get the ``fake_replicate`` and
+``fake_bedrock`` fixtures (environment variables set, dummy AWS credentials, nothing left behind).
+Only the standard library and Pillow are used: no replicate or boto3 import happens here.
+"""
+
+from ._http import FakeServer, Fault, RecordedRequest, Reply, png_bytes
+from .bedrock import FakeBedrock
+from .replicate import FakeReplicate
+
+FAULTS: dict[str, frozenset[str]] = {"replicate": FakeReplicate.FAULTS, "bedrock": FakeBedrock.FAULTS}
+
+__all__ = [
+    "FAULTS",
+    "FakeBedrock",
+    "FakeReplicate",
+    "FakeServer",
+    "Fault",
+    "RecordedRequest",
+    "Reply",
+    "png_bytes",
+]
