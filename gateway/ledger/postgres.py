@@ -148,7 +148,11 @@ class PostgresLedger(SqlLedger):
             conn.execute(pg_sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
             migrate(q, to_us(dt.datetime.now(dt.UTC)))
 
-        self._transact(setup, prelude=None)
+        try:
+            self._transact(setup, prelude=None)
+        except BaseException:
+            self._pool.close()
+            raise
 
     def _transact(self, fn: Callable[[Query, psycopg.Connection[Any]], T], prelude: str | None) -> T:
         reconnected = False

@@ -75,7 +75,11 @@ class SQLiteLedger(SqlLedger):
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._write(lambda q: migrate(q, to_us(dt.datetime.now(dt.UTC))))
+        try:
+            self._write(lambda q: migrate(q, to_us(dt.datetime.now(dt.UTC))))
+        except BaseException:
+            self.close()
+            raise
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
