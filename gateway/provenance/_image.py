@@ -1,0 +1,138 @@
+"""Decode image bytes into a luma plane, and write a changed luma plane back without losing anything else.
+
+Backends hand us PNG, JPEG or WebP bytes in whatever mode the model produced (the tiny-digits model
+returns 8-bit greyscale, hosted models RGB). The watermark lives in luma only, so the colour planes,
+alpha, ICC profile and EXIF must come back unchanged: a luma change ``dY`` is added to R, G and B
+alike, which changes Y by exactly ``dY`` because the BT.601 weights sum to one. Re-encoding is always
+lossless PNG so our own encoder never weakens the mark it just embedded.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # BT.601, the Y of JPEG's YCbCr
+_MIME = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "TIFF": "image/tiff",
+}
+_KEEP_MODES = ("L", "LA", "RGB", "RGBA")
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image Pillow can decode (message is safe to show: no image content)."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image: the pixel array in a mode we can write back, and what must survive re-encoding."""
+
+    pixels: NDArray[np.uint8]  # HxW (L), HxWx2 (LA), HxWx3 (RGB) or HxWx4 (RGBA)
+    mode: str
+    mime: str
+    width: int
+    height: int
+    frames: int
+    info: dict[str, Any]
+
+    @property
+    def luma(self) -> NDArray[np.float64]:
+        """The Y plane as float64 (for L/LA the grey values themselves)."""
+        return luma_of(self.pixels, self.mode)
+
+
+def sniff_mime(data: bytes) -> str | None:
+    """The MIME type from magic bytes, without decoding (cheap, used before handing bytes to C2PA)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    return None
+
+
+def open_image(data: bytes) -> PILImage:
+    """Open and fully load ``data`` with Pillow, turning every decoder failure into ImageDecodeError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(f"not a decodable image ({type(exc).__name__})") from None
+    return img
+
+
+def decode(data: bytes) -> Decoded:
+    """Decode to an 8-bit array in L, LA, RGB or RGBA (other modes are converted to the nearest one)."""
+    img = open_image(data)
+    fmt = (img.format or "").upper()
+    frames = int(getattr(img, "n_frames", 1) or 1)
+    mode = img.mode
+    if mode not in _KEEP_MODES:
+        has_alpha = "A" in mode or "transparency" in img.info
+        mode = "RGBA" if has_alpha else ("L" if mode in ("1", "I", "I;16", "F") else "RGB")
+        img = img.convert(mode)
+    info: dict[str, Any] = {k: img.info[k] for k in ("icc_profile", "exif", "dpi") if k in img.info}
+    return Decoded(
+        pixels=np.asarray(img, dtype=np.uint8),
+        mode=mode,
+        mime=_MIME.get(fmt) or sniff_mime(data) or "application/octet-stream",
+        width=img.width,
+        height=img.height,
+        frames=frames,
+        info=info,
+    )
+
+
+def luma_of(pixels: NDArray[np.uint8], mode: str) -> NDArray[np.float64]:
+    """The luma plane of an L/LA/RGB/RGBA array as float64."""
+    if mode in ("L", "LA"):
+        grey = pixels if pixels.ndim == 2 else pixels[..., 0]
+        return grey.astype(np.float64)
+    rgb = pixels[..., :3].astype(np.float64)
+    return np.asarray(rgb @ LUMA_WEIGHTS, dtype=np.float64)
+
+
+def apply_luma_delta(pixels: NDArray[np.uint8], mode: str, delta: NDArray[np.float64]) -> NDArray[np.uint8]:
+    """Add ``delta`` (HxW) to the luma of ``pixels``: to the grey plane, or equally to R, G and B."""
+    out = pixels.astype(np.float64)
+    if mode == "L":
+        out += delta
+    elif mode == "LA":
+        out[..., 0] += delta
+    else:
+        out[..., :3] += delta[..., None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def encode_png(pixels: NDArray[np.uint8], mode: str, info: dict[str, Any]) -> bytes:
+    """Lossless PNG in the same mode, keeping the ICC profile, EXIF and DPI of the source.
+
+    zlib level 1: at 1024x1024 it encodes in 92 ms instead of 217 ms (level 6) for files ~8% larger;
+    the stamp is on every request's critical path, storage can recompress.
+    """
+    from PIL import Image
+
+    img = Image.fromarray(pixels)  # HxW -> L, x2 -> LA, x3 -> RGB, x4 -> RGBA
+    if img.mode != mode:
+        img = img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1, **info)
+    return buf.getvalue()
