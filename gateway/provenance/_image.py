@@ -10,6 +10,7 @@ lossless PNG so our own encoder never weakens the mark it just embedded.
 from __future__ import annotations
 
 import io
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -79,9 +80,44 @@ def open_image(data: bytes) -> PILImage:
     return img
 
 
-def decode(data: bytes) -> Decoded:
-    """Decode to an 8-bit array in L, LA, RGB or RGBA (other modes are converted to the nearest one)."""
-    img = open_image(data)
+def salvage_png(data: bytes) -> bytes | None:
+    """The PNG's image chunks with fresh CRCs, or None if ``data`` is not a chunk-parsable PNG.
+
+    A verifier wants to read the watermark of a file someone tampered with; Pillow refuses a PNG with
+    one bad chunk CRC (a flipped byte in the C2PA chunk, say). Only the chunks that define pixels are
+    kept, so nothing a tamperer wrote elsewhere is interpreted.
+    """
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    out = [data[:8]]
+    pos = 8
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        name = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        if len(body) != length:
+            return None
+        if name in (b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"):
+            crc = zlib.crc32(name + body).to_bytes(4, "big")
+            out.append(data[pos : pos + 4] + name + body + crc)
+        pos += 12 + length
+        if name == b"IEND":
+            return b"".join(out)
+    return None
+
+
+def decode(data: bytes, *, lenient: bool = False) -> Decoded:
+    """Decode to an 8-bit array in L, LA, RGB or RGBA (other modes are converted to the nearest one).
+
+    ``lenient`` (verification only): if Pillow refuses a PNG, retry on its salvaged image chunks.
+    """
+    try:
+        img = open_image(data)
+    except ImageDecodeError:
+        salvaged = salvage_png(data) if lenient else None
+        if salvaged is None:
+            raise
+        img = open_image(salvaged)
     fmt = (img.format or "").upper()
     frames = int(getattr(img, "n_frames", 1) or 1)
     mode = img.mode

@@ -324,11 +324,12 @@ class KeyStore:
             )
         if c.cert_chain is None:
             raise ConfigError("provenance.c2pa.signer needs provenance.c2pa.cert_chain (the public chain)")
+        if c.signer is None and c.private_key is None:
+            raise ConfigError("provenance.c2pa.cert_chain needs provenance.c2pa.private_key or signer")
         chain = _read(self.resolve(c.cert_chain), "certificate chain")
         if c.signer is not None:
             return SigningMaterial(chain, c.alg, callback=_resolve_callable(c.signer), tsa_url=c.tsa_url)
-        if c.private_key is None:
-            raise ConfigError("provenance.c2pa.cert_chain needs provenance.c2pa.private_key or signer")
+        assert c.private_key is not None
         return SigningMaterial(
             chain, c.alg, private_key_pem=_read(self.resolve(c.private_key), "key"), tsa_url=c.tsa_url
         )

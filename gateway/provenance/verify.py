@@ -269,7 +269,7 @@ def verify_bytes(
     # the manifest's verdict matters.
     c2 = read_c2pa(data, sniff_mime(data), trust_anchors_pem)
     try:
-        img = decode(data)
+        img = decode(data, lenient=True)
     except ImageDecodeError as exc:
         wm = WatermarkResult(False, False, reason=str(exc))
         reasons = [str(exc), *evaluate(wm, c2, policy, None)]
