@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -147,8 +147,10 @@ class _Core:
         retry: RetryPolicy | None = None,
         clock: Callable[[], dt.datetime] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        asleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        from .audit import Telemetry, open_audit
+        from .audit import open_audit
         from .ledger import open_ledger
         from .policy import PolicySet
 
@@ -163,7 +165,7 @@ class _Core:
 
             provenance = Provenance(s.home, s.provenance)
         self.provenance = provenance
-        self.telemetry = telemetry or Telemetry(capture_prompt=bool(s.telemetry.get("capture_prompt", False)))
+        self.telemetry = telemetry or _default_telemetry(s)
         self.outputs = OutputStep(
             self.policy,
             self.provenance,
@@ -182,6 +184,7 @@ class _Core:
         self.breaker = CircuitBreaker(s.routing.breaker_threshold, s.routing.breaker_cooldown_s)
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.monotonic = monotonic
+        self.sleep, self.asleep = sleep, asleep  # injected so tests never wait on retry backoff
         self._backends: dict[str, Backend] = dict(backends or {})
         self._backend_lock = threading.Lock()
         self._last_stats_save = monotonic()
@@ -447,7 +450,7 @@ class Gateway:
             try:
                 with run.trace.attempt(route.provider, route.model, route.card.options.get("server_address")):
                     result = core.retry.run(lambda c=call, r=route: core.backend(r.provider).generate(c),
-                                            on_retry=on_retry)  # fmt: skip
+                                            sleep=core.sleep, on_retry=on_retry)  # fmt: skip
             except BackendError as exc:
                 _settle_failure(core, res, exc, estimate, route, plan)
                 core.attempt_failed(run, route, exc, started, retries)
@@ -554,7 +557,8 @@ class AsyncGateway:
             started = time.perf_counter()
             try:
                 with run.trace.attempt(route.provider, route.model, route.card.options.get("server_address")):
-                    result = await core.retry.arun(lambda c=call, b=backend: b.agenerate(c), on_retry=on_retry)
+                    result = await core.retry.arun(lambda c=call, b=backend: b.agenerate(c), sleep=core.asleep,
+                                                   on_retry=on_retry)
             except BackendError as exc:
                 await self._store(blocking, lambda e=exc, r=route, est=estimate, rs=res:  # type: ignore[misc]
                                   _settle_failure(core, rs, e, est, r, plan))  # fmt: skip
@@ -599,10 +603,28 @@ class AsyncGateway:
 # ------------------------------------------------------------------ shared shell helpers
 
 
+def _default_telemetry(s: Settings) -> Telemetry:
+    """Providers from the standard OTEL_* variables; without an exporter, a bare SDK tracer still
+    gives every result and audit record a real trace id (spans are then created but not exported)."""
+    import os
+
+    from .audit import Telemetry, configure_from_env
+
+    tp, mp = configure_from_env()
+    if tp is None and os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true":
+        from opentelemetry.sdk.trace import TracerProvider
+
+        tp = TracerProvider()
+    return Telemetry(tp, mp, capture_prompt=bool(s.telemetry.get("capture_prompt", False)))
+
+
 def _reserve(core: _Core, run: _Run, route: Route, estimate: Decimal) -> Reservation:
+    """Reserve for this attempt. A fallback gets its own ledger id (``{request_id}.{n}``): each
+    attempt's money is reserved, settled or released on its own."""
     d = run.plan.decision
+    n = len(run.attempts)
     return core.ledger.reserve(
-        request_id=run.plan.request_id,
+        request_id=run.plan.request_id if n == 0 else f"{run.plan.request_id}.{n}",
         context=run.plan.context,
         budgets=d.budgets,
         rate_limits=d.rate_limits,
