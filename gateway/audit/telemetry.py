@@ -54,6 +54,7 @@ PROVIDER_NAMES: Mapping[str, str] = {"bedrock": "aws.bedrock"}
 #: The GenAI conventions' advisory buckets for gen_ai.client.operation.duration.
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 PREFIX = "gateway."
+_NAMESPACES = (PREFIX, "gen_ai.", "server.", "error.", "url.", "http.")
 _DEFAULT_PORTS: Mapping[str, int] = {"https": 443, "http": 80}
 
 
@@ -87,12 +88,12 @@ def _value(v: Any) -> Any:
 
 
 def _attributes(attrs: Mapping[str, Any], prefix: str = PREFIX) -> dict[str, Any]:
-    """Keyword attributes become ``gateway.<name>``; dotted names (gen_ai.*, server.*) pass as-is."""
+    """Names become ``gateway.<name>`` unless already in a convention's namespace (gen_ai., server., ...)."""
     out: dict[str, Any] = {}
     for key, v in attrs.items():
         if v is None:
             continue
-        out[key if "." in key else prefix + key] = _value(v)
+        out[key if key.startswith(_NAMESPACES) else prefix + key] = _value(v)
     return out
 
 
@@ -391,7 +392,8 @@ def configure_from_env(
     Unset means ``otlp`` when an ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set, else ``none`` (an SDK should not
     spray connection errors at a collector nobody runs). Console output goes to stderr, so stdout stays
     clean for ``--json``. ``OTEL_SDK_DISABLED=true`` turns it all off. The OTLP exporter (HTTP/protobuf)
-    reads its own endpoint, headers and timeout variables; install it with ``diffusion-gateway[otlp]``.
+    reads its own endpoint, headers and timeout variables from ``os.environ`` (``environ`` only steers
+    the choices made here); install it with ``diffusion-gateway[otlp]``.
     """
     global _configured
     env = os.environ if environ is None else environ
@@ -405,7 +407,11 @@ def configure_from_env(
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    attrs = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": "diffusion-gateway"}
+    name = env.get("OTEL_SERVICE_NAME")
+    named_elsewhere = "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    attrs = (
+        {"service.name": name} if name else {} if named_elsewhere else {"service.name": "diffusion-gateway"}
+    )
     resource = Resource.create(attrs)
     tp: TracerProvider | None = None
     mp: MeterProvider | None = None
