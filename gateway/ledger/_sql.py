@@ -70,6 +70,7 @@ _SUMS = (  # (spent, reserved, requests): the order Usage takes
 _COUNTER_COLS = "period, window_start, scope, scope_value, spent_micros, reserved_micros, requests"
 # SQL below is assembled only from these constants and whitelisted column names (hence the S608 noqa);
 # every value travels as a bound parameter.
+_KEY_MATCH = "(period = ? AND window_start = ? AND scope = ? AND scope_value = ?)"
 _PRUNE_AFTER_US = 2 * DAY_US  # minute/hour counters only serve rate limits of the current window
 _HISTORY = 200  # settled calls that expected_seconds looks back on
 _MIN_HISTORY = 3
@@ -108,6 +109,10 @@ def split_route(route_key: str) -> tuple[str, str]:
     return provider, model or route_key
 
 
+def _figures(d: Usage) -> tuple[int, int, int]:
+    return d.spent, d.reserved, d.requests
+
+
 def _usage(row: Row) -> Usage:
     return Usage(int(row[0] or 0), int(row[1] or 0), int(row[2] or 0))
 
@@ -117,6 +122,7 @@ class SqlLedger(Ledger):
 
     inline_init: ClassVar[bool] = True  # False: counters are created in their own, exclusive transaction
     for_update: ClassVar[str] = ""  # " FOR UPDATE" where the engine locks rows (PostgreSQL)
+    group_updates: ClassVar[bool] = True  # False: update counters one by one, in key order
 
     def __init__(self) -> None:
         self._seen_budgets: dict[str, Budget] = {}
@@ -389,15 +395,26 @@ class SqlLedger(Ledger):
         return {(r[0], int(r[1]), r[2], r[3]): _usage(r[4:]) for r in rows}
 
     def _apply(self, q: Query, plan: _Plan) -> None:
-        for (period, start, scope, value), d in sorted(plan.deltas.items()):
-            if d == Usage():
-                continue
-            q(
-                "UPDATE ledger_counters SET spent_micros = spent_micros + ?,"
-                " reserved_micros = reserved_micros + ?, requests = requests + ?"
-                " WHERE period = ? AND window_start = ? AND scope = ? AND scope_value = ?",
-                (d.spent, d.reserved, d.requests, period, start, scope, value),
-            )
+        """Add each counter's delta: one UPDATE per key in key order (row locks in one global order),
+        or, where the store already holds an exclusive lock (SQLite), one UPDATE per distinct delta."""
+        set_ = (
+            "UPDATE ledger_counters SET spent_micros = spent_micros + ?,"
+            " reserved_micros = reserved_micros + ?, requests = requests + ? WHERE "
+        )
+        todo = sorted((k, d) for k, d in plan.deltas.items() if d != Usage())
+        if not self.group_updates:
+            for key, d in todo:
+                q(
+                    set_ + "period = ? AND window_start = ? AND scope = ? AND scope_value = ?",
+                    (*_figures(d), *key),
+                )
+            return
+        groups: dict[Usage, list[CounterKey]] = {}
+        for key, d in todo:
+            groups.setdefault(d, []).append(key)
+        for d, keys in groups.items():
+            where = " OR ".join([_KEY_MATCH] * len(keys))  # OR of PK lookups: SQLite searches the index
+            q(set_ + where, [*_figures(d), *(x for k in keys for x in k)])
 
     def _recompute(self, q: Query, key: CounterKey) -> Usage:
         """A counter's figures from the request rows (used to create counters, and by ``verify``)."""

@@ -135,6 +135,7 @@ class PostgresLedger(SqlLedger):
     blocking_io = True
     inline_init = False
     for_update = " FOR UPDATE"
+    group_updates = False
 
     def __init__(self, url: str) -> None:
         super().__init__()

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Any, Literal
 
 from ..errors import BudgetExceeded, RateLimitExceeded
@@ -87,7 +88,14 @@ def window_end_us(period: str, start_us: int) -> int | None:
 
 def windows(ts_us: int) -> dict[str, int]:
     """Every period's window start for one instant: the counter windows a request at ``ts_us`` lands in."""
-    return {p: window_start_us(p, ts_us) for p in PERIODS}
+    return {"minute": ts_us - ts_us % _FIXED_US["minute"], "hour": ts_us - ts_us % _FIXED_US["hour"],
+            **_day_windows(ts_us // DAY_US)}  # fmt: skip
+
+
+@lru_cache(maxsize=64)
+def _day_windows(day: int) -> dict[str, int]:
+    """Day, week, month and total windows depend on the date only: computed once per date (hot path)."""
+    return {p: window_start_us(p, day * DAY_US) for p in ("day", "week", "month", "total")}
 
 
 # --------------------------------------------------------------------------- scopes
@@ -125,7 +133,7 @@ def rate_key(r: RateLimit, now_us: int) -> CounterKey:
 def counter_covers(key: CounterKey, ctx: Mapping[str, str], ts_us: int) -> bool:
     """Does counter ``key`` account for a request of ``ctx`` admitted at ``ts_us``?"""
     period, start, scope, value = key
-    return window_start_us(period, ts_us) == start and scope_matches(scope, value, ctx)
+    return windows(ts_us)[period] == start and scope_matches(scope, value, ctx)
 
 
 def _applies(scope: str, scope_value: str, ctx: Mapping[str, str]) -> bool:
