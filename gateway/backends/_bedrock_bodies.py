@@ -49,6 +49,16 @@ class Parsed:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
+def fold_seed(seed: int, lim: Limits) -> int:
+    """The seed actually sent: requests carry any uint32, these models take a narrower range.
+
+    Folding (``seed mod (max_seed + 1)``) keeps a seed reproducible on the same model instead of
+    making a random seed drop the route; the backend reports the folded value as the result's seed
+    and the original under ``metadata["requested_seed"]``.
+    """
+    return seed % (lim.max_seed + 1)
+
+
 def _bad(message: str) -> InvalidBackendRequest:
     return InvalidBackendRequest(message, provider=PROVIDER)
 
@@ -61,8 +71,6 @@ def _common(call: BackendCall, lim: Limits) -> None:
         raise _bad(f"{model} takes negative prompts up to {lim.max_negative} characters")
     if r.n > lim.max_images:
         raise _bad(f"{model} makes at most {lim.max_images} image(s) per call, {r.n} asked")
-    if r.seed is not None and r.seed > lim.max_seed:
-        raise _bad(f"{model} takes seeds 0-{lim.max_seed}, {r.seed} asked")
     if r.steps is not None:
         raise _bad(f"{model} takes no step count")
     if r.scheduler is not None:
@@ -99,7 +107,7 @@ def build_amazon(call: BackendCall, lim: Limits) -> dict[str, Any]:
     if r.width is not None and r.height is not None:
         config.update(width=r.width, height=r.height)
     if r.seed is not None:
-        config["seed"] = r.seed
+        config["seed"] = fold_seed(r.seed, lim)
     if r.guidance_scale is not None:
         config["cfgScale"] = r.guidance_scale
     for key in lim.extras:
@@ -136,7 +144,7 @@ def build_stability(call: BackendCall, lim: Limits) -> dict[str, Any]:
             )
         body["aspect_ratio"] = ratio
     if r.seed is not None:
-        body["seed"] = r.seed
+        body["seed"] = fold_seed(r.seed, lim)
     return body
 
 

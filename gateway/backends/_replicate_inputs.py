@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..errors import InvalidBackendRequest, UsageError
+from ..errors import InvalidBackendRequest
 from ._wire import aspect_ratio_for
 from .base import BackendCall
 
@@ -102,18 +102,22 @@ def parse_ref(model: str) -> ModelRef:
 
 
 def resolve_family(options: Mapping[str, Any]) -> InputFamily:
-    """The card's ``family`` with its ``inputs`` overrides applied; a bad card is a UsageError."""
+    """The card's ``family`` with its ``inputs`` overrides applied (a bad card: InvalidBackendRequest,
+    so ``check()`` drops the route while planning and names the card option to fix)."""
     name = str(options.get("family", "generic"))
     base = FAMILIES.get(name)
     if base is None:
-        raise UsageError(f"replicate: unknown input family {name!r}; known: {', '.join(sorted(FAMILIES))}")
+        known = ", ".join(sorted(FAMILIES))
+        raise _bad(f"unknown Replicate input family {name!r} (card options.family); known: {known}")
     overrides = options.get("inputs") or {}
     if not overrides:
         return base
     known = {f.name for f in dataclasses.fields(InputFamily)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise UsageError(f"replicate: unknown input override(s) {unknown}; known: {sorted(known)}")
+        raise _bad(
+            f"unknown Replicate input override(s) {unknown} (card options.inputs); known: {sorted(known)}"
+        )
     fixed: dict[str, Any] = {str(k): tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     return dataclasses.replace(base, **fixed)
 

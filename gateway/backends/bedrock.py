@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 import threading
@@ -50,7 +51,7 @@ from ..errors import (
     InvalidBackendRequest,
     RateLimited,
 )
-from ._bedrock_bodies import FILTER_PATTERN, PROVIDER, BodyFamily, Parsed, resolve_family
+from ._bedrock_bodies import FILTER_PATTERN, PROVIDER, BodyFamily, Parsed, fold_seed, resolve_family
 from ._wire import parse_retry_after, redact
 from .base import Backend, BackendCall, BackendResult, Usage
 
@@ -177,15 +178,22 @@ class BedrockBackend(Backend):
 
     # ------------------------------------------------------------------ clients
 
-    def _client(self, region: str, timeout_s: float) -> Any:
-        key = (region, round(timeout_s, 1))
+    def _client(self, region: str, left_s: float) -> Any:
+        """The cached client for ``region`` whose read timeout is ``left_s`` rounded up to a step.
+
+        botocore fixes timeouts per client, so the time left is quantised (0.1 s below 2 s, else 1 s):
+        few clients, and a call overshoots its deadline by less than one step.
+        """
+        step = 0.1 if left_s < 2 else 1.0
+        timeout_s = round(math.ceil(left_s / step - 1e-9) * step, 1)
+        key = (region, timeout_s)
         with self._lock:
             client = self._clients.get(key)
             if client is not None:
                 self._clients.move_to_end(key)
                 return client
             if self._session is None:
-                self._session = boto3.session.Session()
+                self._session = _new_session()
             config = Config(
                 retries={"total_max_attempts": 1, "mode": "standard"},
                 connect_timeout=min(5.0, timeout_s),
@@ -260,7 +268,10 @@ class BedrockBackend(Backend):
         if not isinstance(payload, dict):
             raise BadResponse("Bedrock answered with a JSON value that is not an object", provider=PROVIDER)
         parsed: Parsed = family.parse(payload)
-        seed = parsed.seed if parsed.seed is not None else call.request.seed
+        requested = call.request.seed
+        sent = fold_seed(requested, family.limits) if requested is not None else None
+        seed = parsed.seed if parsed.seed is not None else sent
+        folded = {"requested_seed": requested} if requested is not None and requested != sent else {}
         return BackendResult(
             images=parsed.images,
             usage=Usage(
@@ -275,8 +286,32 @@ class BedrockBackend(Backend):
                 "model_id": call.model,
                 "request_id": request_id,
                 **parsed.metadata,
+                **folded,
             },
         )
+
+
+_LOADER_LOCK = threading.Lock()
+_LOADER: Any = None
+
+
+def _new_session() -> boto3.session.Session:
+    """A boto3 session sharing one process-wide botocore data loader.
+
+    The loader caches the parsed service models and endpoint data; sharing it makes every further
+    client ~15x cheaper to build (~12 ms instead of ~200 ms here), while credentials and settings
+    stay per session.
+    """
+    global _LOADER
+    import botocore.session
+
+    core = botocore.session.Session()
+    with _LOADER_LOCK:
+        if _LOADER is None:
+            _LOADER = core.get_component("data_loader")
+        else:
+            core.register_component("data_loader", _LOADER)
+    return boto3.session.Session(botocore_session=core)
 
 
 def _by_status(status: int | None) -> type[BackendError]:

@@ -43,10 +43,9 @@ from ..errors import (
     ContentFiltered,
     InvalidBackendRequest,
     RateLimited,
-    UsageError,
 )
 from ..retry import RetryPolicy
-from ._download import DEFAULT_MAX_BYTES, DownloadPolicy, download_client_kwargs
+from ._download import DEFAULT_MAX_BYTES, DownloadPolicy, download_client_kwargs, shared_ssl_context
 from ._replicate_http import (
     DEADLINE,
     FILTER_PATTERN,
@@ -142,6 +141,7 @@ class ReplicateBackend(Backend):
             "base_url": self.base_url,
             "headers": {"Authorization": f"Bearer {self._token}", "User-Agent": agent},
             "timeout": httpx.Timeout(30.0, connect=5.0),
+            "verify": shared_ssl_context(),
         }
 
     def _api_client(self) -> httpx.Client:
@@ -153,7 +153,7 @@ class ReplicateBackend(Backend):
     def _file_client(self) -> httpx.Client:
         with self._lock:
             if self._files is None:
-                self._files = httpx.Client(**download_client_kwargs())  # type: ignore[arg-type]
+                self._files = httpx.Client(**download_client_kwargs())
             return self._files
 
     def _api_aclient(self) -> httpx.AsyncClient:
@@ -165,7 +165,7 @@ class ReplicateBackend(Backend):
     def _file_aclient(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
         if self._afiles is None or self._afiles[0] is not loop:
-            self._afiles = (loop, httpx.AsyncClient(**download_client_kwargs()))  # type: ignore[arg-type]
+            self._afiles = (loop, httpx.AsyncClient(**download_client_kwargs()))
         return self._afiles[1]
 
     def close(self) -> None:
@@ -190,7 +190,7 @@ class ReplicateBackend(Backend):
         try:
             parse_ref(call.model)
             build_input(call)
-        except (InvalidBackendRequest, UsageError) as exc:
+        except InvalidBackendRequest as exc:
             return str(exc)
         return None
 

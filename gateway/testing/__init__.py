@@ -16,6 +16,7 @@ Or from a shell: ``python -m gateway.testing replicate --port 8750``. With pytes
 Only the standard library and Pillow are used: no replicate or boto3 import happens here.
 """
 
+from ._dummies import FAKE_AWS_KEY, FAKE_AWS_SECRET, FAKE_REPLICATE_TOKEN
 from ._http import FakeServer, Fault, RecordedRequest, Reply, png_bytes
 from .bedrock import FakeBedrock
 from .replicate import FakeReplicate
@@ -23,6 +24,9 @@ from .replicate import FakeReplicate
 FAULTS: dict[str, frozenset[str]] = {"replicate": FakeReplicate.FAULTS, "bedrock": FakeBedrock.FAULTS}
 
 __all__ = [
+    "FAKE_AWS_KEY",
+    "FAKE_AWS_SECRET",
+    "FAKE_REPLICATE_TOKEN",
     "FAULTS",
     "FakeBedrock",
     "FakeReplicate",

@@ -230,7 +230,7 @@ class FakeServer:
     def start(self) -> Self:
         self._server = _Server((self.host, self.port), self)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=type(self).__name__, daemon=True
+            target=self._server.serve_forever, args=(0.05,), name=type(self).__name__, daemon=True
         )
         self._thread.start()
         return self

@@ -17,13 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from ._dummies import FAKE_AWS_KEY, FAKE_AWS_SECRET, FAKE_REPLICATE_TOKEN
 from .bedrock import FakeBedrock
 from .replicate import FakeReplicate
-
-FAKE_REPLICATE_TOKEN = "r8_FakeTokenForLoopbackTests0000"  # noqa: S105 - a dummy for the loopback fake
-FAKE_AWS_KEY = "AKIAFAKEFAKEFAKEFAKE"
-FAKE_AWS_SECRET = "fake-secret-access-key-for-loopback"  # noqa: S105 - a dummy for the loopback fake
-
 
 _AWS_UNSET = (
     "AWS_BEARER_TOKEN_BEDROCK",
