@@ -144,7 +144,12 @@ def test_term_index_exact_prefix_suffix_and_phrases() -> None:
         idx.add(parse_term(raw), owner)
     assert idx
     hits = idx.hits(analyze("nudists, a bibliophile and a blow job, then NUDE"))
-    assert sorted({(h.owner, h.term) for h in hits}) == [(0, "nude"), (1, "nudist*"), (2, "*phile"), (3, "blow job")]
+    assert sorted({(h.owner, h.term) for h in hits}) == [
+        (0, "nude"),
+        (1, "nudist*"),
+        (2, "*phile"),
+        (3, "blow job"),
+    ]
     assert idx.hits(analyze("Nudeln, denuded, phil, a blow dryer job")) == []
 
 

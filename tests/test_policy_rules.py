@@ -392,7 +392,10 @@ def test_output_classifier_quarantine_and_deny(fake_classifiers: dict[str, list[
     assert found[0].score == pytest.approx(0.7)
     assert "test-image score 0.70 >= threshold 0.5" in found[0].reason
     mk = Context(use_case="marketing")
-    assert {(f.rule_id, f.action) for f in ps.check_outputs(img, d, mk)} == {("q", "quarantine"), ("strict", "deny")}
+    assert {(f.rule_id, f.action) for f in ps.check_outputs(img, d, mk)} == {
+        ("q", "quarantine"),
+        ("strict", "deny"),
+    }
     assert fake_classifiers["image"] == [2, 2]  # one scoring pass per call, shared by the rules
 
 
@@ -417,7 +420,9 @@ def test_output_classifier_fails_closed(fake_classifiers: dict[str, list[int]]) 
 
 
 def test_classifier_names_and_packages_are_checked_at_load(fake_classifiers: dict[str, list[int]]) -> None:
-    with pytest.raises(ConfigError, match=r"<policy>:5: rules.0.output_classifier.classifier: .*unknown image"):
+    with pytest.raises(
+        ConfigError, match=r"<policy>:5: rules.0.output_classifier.classifier: .*unknown image"
+    ):
         policy("- id: q\n  kind: output_classifier\n  classifier: nope\n")
     with pytest.raises(ConfigError, match="unknown text classifier 'test-image'"):
         policy("- {id: q, kind: prompt_classifier, classifier: test-image}")

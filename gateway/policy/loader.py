@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from pydantic import ValidationError
 
 from .._yaml import Loc, line_for, load_yaml, validation_error
@@ -53,12 +54,50 @@ def read_text(path: str | Path) -> str:
         raise ConfigError(msg, file=str(path), line=1) from None
 
 
+MAX_EXPANDED_NODES = 100_000
+
+
+def _expanded_size(text: str) -> int:
+    """How many nodes the document has once YAML aliases are expanded (computed without expanding:
+    a few lines of ``&a [*b, *b, ...]`` can otherwise stand for billions of nodes)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return 0  # load_yaml reports the syntax error with its line
+    memo: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = memo.get(id(node))
+        if known is not None:
+            return known
+        memo[id(node)] = 1  # a cycle counts once; PyYAML refuses recursive aliases anyway
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        total = 1 + sum(size(c) for c in children)
+        memo[id(node)] = min(total, MAX_EXPANDED_NODES + 1)
+        return memo[id(node)]
+
+    return size(root) if root is not None else 0
+
+
 def parse(text: str, source: str) -> LoadedFile:
     """Validate one file's text. Never raises anything but ConfigError."""
     try:
+        if "&" in text and "*" in text and _expanded_size(text) > MAX_EXPANDED_NODES:
+            msg = f"the document expands to more than {MAX_EXPANDED_NODES} values through YAML aliases"
+            raise ConfigError(msg, file=source, line=1)
         data, lines = load_yaml(text, source)
     except RecursionError:
         raise ConfigError("YAML nesting is too deep", file=source, line=1) from None
+    except yaml.YAMLError as exc:  # e.g. a control character: PyYAML's reader fails before parsing
+        position = getattr(exc, "position", None)
+        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
+        raise ConfigError(
+            f"YAML error: {getattr(exc, 'reason', None) or exc}", file=source, line=line
+        ) from None
     if data is None:
         raise ConfigError("policy file is empty (expected 'version: 1' and 'rules:')", file=source, line=1)
     if not isinstance(data, dict):

@@ -104,7 +104,6 @@ _LEET_B = str.maketrans({**LEET, "1": "l", "|": "i"})  # "1" and "|" read either
 _LEETY = re.compile(r"[013457-9@$!|+€]")
 _LETTER = re.compile(r"[^\W\d_]")
 _WORD = re.compile(r"[^\W_]+")
-_CHUNK = re.compile(r"\S+")
 _REPEAT = re.compile(r"([^\W\d_])\1{2,}")
 
 Span = tuple[str, int, int]  # (word, start, end) in the folded text
@@ -124,7 +123,8 @@ class Analysis:
     def deobfuscated(self) -> str:
         """The folded text with each chunk replaced by its decoded form (for regex rules)."""
         if self._deobfuscated is None:
-            self._deobfuscated = deobfuscate(self.text)
+            # Without variants nothing was disguised: the folded text already is the decoded form.
+            self._deobfuscated = deobfuscate(self.text) if self.variants else self.text
         return self._deobfuscated
 
     def candidates(self) -> Iterator[Span]:
@@ -166,23 +166,32 @@ def analyze(prompt: str) -> Analysis:
                     variants.append((form, start, end))
         run.clear()
 
-    for m in _CHUNK.finditer(text):
-        chunk, s = m.group(), m.start()
+    pos = 0
+    for chunk in text.split():
+        s = text.find(chunk, pos)
+        e = pos = s + len(chunk)
+        if chunk.isalpha() or chunk.isdigit():  # fast path: one plain word, nothing to decode
+            words.append((chunk, s, e))
+            if len(chunk) == 1:
+                run.append((chunk, s, e))
+            elif run:
+                flush()
+            continue
         ws = [(w.group(), s + w.start(), s + w.end()) for w in _WORD.finditer(chunk)]
         words.extend(ws)
         single = _single(chunk)
         if single is not None:
-            run.append((single, s, m.end()))
+            run.append((single, s, e))
         elif ws:  # a chunk of pure punctuation ("." between spaced letters) keeps the run going
             flush()
         if len(ws) > 1:
-            variants.append(("".join(w for w, _, _ in ws), s, m.end()))
+            variants.append(("".join(w for w, _, _ in ws), s, e))
         if _LEETY.search(chunk) and _LETTER.search(chunk):
             for form in _leet_forms(chunk):
                 decoded = _WORD.findall(form)
-                variants.extend((w, s, m.end()) for w in decoded)
+                variants.extend((w, s, e) for w in decoded)
                 if len(decoded) > 1:
-                    variants.append(("".join(decoded), s, m.end()))
+                    variants.append(("".join(decoded), s, e))
     flush()
     if _REPEAT.search(text):
         for w, s, e in list(words) + list(variants):
@@ -291,6 +300,9 @@ class TermIndex:
         self._prefix: dict[int, dict[str, list[tuple[int, str]]]] = {}
         self._suffix: dict[int, dict[str, list[tuple[int, str]]]] = {}
         self._ngrams: set[int] = set()
+        self._prefix_re: re.Pattern[str] | None = None
+        self._suffix_re: re.Pattern[str] | None = None
+        self._dirty = True
 
     def add(self, term: Term, owner: int) -> None:
         if term.kind == "exact":
@@ -301,13 +313,47 @@ class TermIndex:
             tables = self._prefix if term.kind == "prefix" else self._suffix
             table = tables.setdefault(len(term.key), {})
         table.setdefault(term.key, []).append((owner, term.source))
+        self._dirty = True
 
     def __bool__(self) -> bool:
         return bool(self._exact or self._prefix or self._suffix)
 
+    def _compile(self) -> None:
+        """Regexes over the joined candidate words that answer "any prefix/suffix term here?" in C."""
+
+        def alternation(keys: Iterable[str]) -> re.Pattern[str] | None:
+            alts = sorted(keys, key=len, reverse=True)
+            return re.compile(" (?:" + "|".join(map(re.escape, alts)) + ")") if alts else None
+
+        self._prefix_re = alternation(k for table in self._prefix.values() for k in table)
+        self._suffix_re = alternation(k[::-1] for table in self._suffix.values() for k in table)
+        self._dirty = False
+
+    def _screen(self, analysis: Analysis) -> tuple[bool, bool, bool, bool]:
+        """Which tables can hit at all (exact, prefix, suffix, n-gram), from set intersections and two
+        C-level searches. The common case, no hit, ends here."""
+        if self._dirty:
+            self._compile()
+        keys = {w for w, _, _ in analysis.words}
+        keys.update(w for w, _, _ in analysis.variants)
+        exact = not self._exact.keys().isdisjoint(keys)  # iterates the smaller side (the prompt)
+        # A leading space before every word lets each regex start with a literal (a fast scan).
+        prefix = self._prefix_re is not None and self._prefix_re.search(" " + " ".join(keys)) is not None
+        rev = " " + " ".join(k[::-1] for k in keys)
+        suffix = self._suffix_re is not None and self._suffix_re.search(rev) is not None
+        ws = [w for w, _, _ in analysis.words]
+        grams = (" ".join(ws[i : i + n]) for n in self._ngrams for i in range(len(ws) - n + 1))
+        ngram = any(g in self._exact for g in grams)
+        return exact, prefix, suffix, ngram
+
     def hits(self, analysis: Analysis) -> list[Hit]:
+        exact_hit, prefix_hit, suffix_hit, ngram_hit = self._screen(analysis)
+        if not (exact_hit or prefix_hit or suffix_hit or ngram_hit):
+            return []
         out: list[Hit] = []
-        exact, prefix, suffix = self._exact, tuple(self._prefix.items()), tuple(self._suffix.items())
+        exact = self._exact if exact_hit else {}
+        prefix = tuple(self._prefix.items()) if prefix_hit else ()
+        suffix = tuple(self._suffix.items()) if suffix_hit else ()
         for word, s, e in analysis.candidates():
             found = exact.get(word)
             if found:
@@ -319,7 +365,7 @@ class TermIndex:
             for size, table in suffix:
                 if n >= size and (found := table.get(word[-size:])):
                     out.extend(Hit(o, t, s, e) for o, t in found)
-        if self._ngrams:
+        if ngram_hit:
             out.extend(self._ngram_hits(analysis.words))
         return out
 

@@ -162,6 +162,15 @@ def _globs_re(globs: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(translate(g) for g in globs) or r"(?!)")
 
 
+def _one_regex(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    """All patterns as one alternation (one search per text); separately if they cannot be joined
+    (e.g. a pattern with inline global flags must stay at the start of its own regex)."""
+    try:
+        return (re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE),)
+    except re.error:
+        return tuple(re.compile(p, re.IGNORECASE) for p in patterns)
+
+
 def _allow_regex(allow: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(phrase_pattern(a) for a in allow)) if allow else None
 
@@ -220,7 +229,7 @@ class Regex(CheckRule):
         return self
 
     def compile(self) -> CompiledRule:
-        pats = tuple(re.compile(p, re.IGNORECASE) for p in self.patterns)
+        pats = _one_regex(self.patterns)
         allowed = _allow_regex(self.allow)
         raw, message = self.target == "raw", self.message
 
@@ -231,9 +240,10 @@ class Regex(CheckRule):
                 text = ev.analysis.text
                 if allowed is not None:
                     text = allowed.sub(lambda m: " " * len(m.group()), text)
-                    texts = (text, deobfuscate(text))
+                    texts = (text, deobfuscate(text)) if ev.analysis.variants else (text,)
                 else:
-                    texts = (text, ev.analysis.deobfuscated)
+                    deob = ev.analysis.deobfuscated
+                    texts = (text,) if deob is text else (text, deob)
             for p in pats:
                 if any(p.search(t) for t in texts):
                     return message or "prompt matches a blocked pattern"
