@@ -14,6 +14,7 @@ refused by triggers. A broken connection is replaced on the next call (that call
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import uuid
@@ -126,6 +127,8 @@ class PostgresAuditLog(AuditLog):
 
     def _live(self) -> Any:
         if self._conn.closed or self._conn.broken:
+            with contextlib.suppress(Exception):
+                self._conn.close()  # release the dead socket now, not in a finaliser
             self._conn = self._connect()
         return self._conn
 
@@ -190,13 +193,11 @@ class PostgresAuditLog(AuditLog):
 
     def drop(self) -> None:
         """Remove this log's tables and trigger function (tests and tenant teardown; irreversible)."""
-        with self._db_lock:
-            self._dirty = False  # nothing left to seal
-            conn = self._live()
-            with conn.transaction():
-                conn.execute(f"DROP TABLE IF EXISTS {self.table}")
-                conn.execute(f"DROP TABLE IF EXISTS {self.meta}")
-                conn.execute(f"DROP FUNCTION IF EXISTS {self.prefix}audit_append_only()")
+        self._dirty = False  # nothing left to seal
+        with self._connect() as conn, conn.transaction():
+            conn.execute(f"DROP TABLE IF EXISTS {self.table}")
+            conn.execute(f"DROP TABLE IF EXISTS {self.meta}")
+            conn.execute(f"DROP FUNCTION IF EXISTS {self.prefix}audit_append_only()")
 
 
 __all__ = ["PostgresAuditLog", "split_url"]
