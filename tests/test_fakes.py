@@ -185,32 +185,46 @@ def test_each_response_is_written_in_one_piece(fake_cls: type[FakeServer]) -> No
     assert len(body) == length
 
 
-def test_command_line_fake_serves_until_interrupted() -> None:
+def test_command_line_fake_takes_faults_and_serves_until_interrupted() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    token = ["--token", "r8_cli_token_1234"]
+    argv = [
+        sys.executable,
+        "-m",
+        "gateway.testing",
+        "replicate",
+        "--port",
+        "0",
+        *token,
+        "--fault",
+        "rate_limit:1",
+    ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.testing", "replicate", "--port", "0", "--token", "r8_cli_token_1234"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
     )
+    create = {"version": "v", "input": {"prompt": "a"}}
+    auth = {"Authorization": "Bearer r8_cli_token_1234"}
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)  # type: ignore[union-attr]
         assert "REPLICATE_BASE_URL=" + url in proc.stdout.readline()
-        r = httpx.post(
-            f"{url}/v1/predictions",
-            json={"version": "v", "input": {"prompt": "a"}},
-            headers={"Authorization": "Bearer r8_cli_token_1234"},
-        )
-        assert r.status_code == 201
+        assert httpx.post(f"{url}/v1/predictions", json=create, headers=auth).status_code == 429
+        assert httpx.post(f"{url}/v1/predictions", json=create, headers=auth).status_code == 201
+        control = f"{url}/__fake__/faults"
+        assert httpx.post(control, json={"fault": "unavailable", "times": 2}).json() == {
+            "pending": [["unavailable", 2]]
+        }
+        assert httpx.post(control, json={"fault": "meteor"}).status_code == 400
+        assert httpx.post(f"{url}/v1/predictions", json=create, headers=auth).status_code == 503
+        assert httpx.get(control).json() == {"pending": [["unavailable", 1]], "requests": 3}
+        assert httpx.delete(control).status_code == 204
+        assert httpx.post(f"{url}/v1/predictions", json=create, headers=auth).status_code == 201
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
-    assert "served 1 request" in err
+    assert "served 4 request(s)" in err
 
 
 # --------------------------------------------------------------------------- FakeBedrock wire format

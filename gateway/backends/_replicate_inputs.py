@@ -107,8 +107,8 @@ def resolve_family(options: Mapping[str, Any]) -> InputFamily:
     name = str(options.get("family", "generic"))
     base = FAMILIES.get(name)
     if base is None:
-        known = ", ".join(sorted(FAMILIES))
-        raise _bad(f"unknown Replicate input family {name!r} (card options.family); known: {known}")
+        names = ", ".join(sorted(FAMILIES))
+        raise _bad(f"unknown Replicate input family {name!r} (card options.family); known: {names}")
     overrides = options.get("inputs") or {}
     if not overrides:
         return base

@@ -82,6 +82,7 @@ TRANSPORT_ERRORS: dict[str, type[BackendError]] = {
     "PartialCredentialsError": AuthenticationError,
     "TokenRetrievalError": AuthenticationError,
     "NoAuthTokenError": AuthenticationError,
+    "InvalidEndpointConfigurationError": AuthenticationError,  # e.g. a Bedrock API key over plain http
     "ParamValidationError": InvalidBackendRequest,
     "NoRegionError": InvalidBackendRequest,
     "ConnectionError": BackendUnavailable,

@@ -24,6 +24,13 @@ def main(argv: list[str] | None = None) -> int:
         "--pending-polls", type=int, default=0, help="replicate: polls before a prediction ends"
     )
     parser.add_argument("--region", action="append", help="bedrock: accepted signing region (repeatable)")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME[:TIMES]",
+        help="inject a fault at start (repeatable); more later with POST /__fake__/faults",
+    )
     args = parser.parse_args(argv)
 
     if args.service == "replicate":
@@ -39,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             "export AWS_ENDPOINT_URL_BEDROCK_RUNTIME={url} AWS_ACCESS_KEY_ID=testing "
             "AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1; unset AWS_BEARER_TOKEN_BEDROCK"
         )
+    for spec in args.fault:
+        name, _, times = spec.partition(":")
+        fake.inject(name, int(times or 1))
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -288,7 +288,27 @@ class FakeServer:
 
     # ------------------------------------------------------------------ dispatch
 
+    def _control(self, method: str, body: bytes) -> Reply:
+        """``/__fake__/faults``: inject (POST ``{"fault", "times", ...params}``), list (GET), clear (DELETE).
+
+        Lets a test in another process or language drive a fake started with ``python -m gateway.testing``.
+        """
+        if method == "GET":
+            return Reply.json(200, {"pending": self.faults.pending(), "requests": len(self.requests)})
+        if method == "DELETE":
+            self.faults.clear()
+            return Reply(204)
+        try:
+            spec = json.loads(body or b"{}")
+            params = {k: v for k, v in spec.items() if k not in ("fault", "times")}
+            self.inject(str(spec["fault"]), int(spec.get("times", 1)), **params)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return Reply.json(400, {"message": f"bad fault spec: {exc}"})
+        return Reply.json(201, {"pending": self.faults.pending()})
+
     def _dispatch(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply | Reset:
+        if path.split("?")[0] == "/__fake__/faults":
+            return self._control(method, body)
         kind, info = self.classify(method, path, headers)
         fault = self.faults.take(kind, self.DEFAULT_ON) if kind else None
         record = RecordedRequest(method, path, headers, body, kind, fault.name if fault else None, info)
