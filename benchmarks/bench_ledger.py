@@ -92,16 +92,18 @@ def sqlite_floor(path: str, n: int) -> float:
     return statistics.median(samples)
 
 
-def pg_commit_floor(url: str, n: int = 100) -> float:
-    """p50 of one committed single-row INSERT: what the server's WAL flush costs on this disk."""
+def pg_commit_floor(url: str, schema: str, n: int = 100) -> float:
+    """p50 of one committed single-row INSERT into a logged table: the server's WAL flush on this disk."""
     import psycopg
+    from psycopg import sql
 
+    table = sql.Identifier(schema, "bench_floor")
     with psycopg.connect(url, autocommit=True) as c:
-        c.execute("CREATE TEMP TABLE bench_floor (x int)")
+        c.execute(sql.SQL("CREATE TABLE {} (x int)").format(table))
         samples = []
         for _ in range(n):
             t = time.perf_counter_ns()
-            c.execute("INSERT INTO bench_floor VALUES (1)")
+            c.execute(sql.SQL("INSERT INTO {} VALUES (1)").format(table))
             samples.append((time.perf_counter_ns() - t) / 1000)
     return statistics.median(samples)
 
@@ -181,9 +183,10 @@ def main() -> None:
     schema = f"bench_ledger_{uuid.uuid4().hex[:8]}"
     url = f"{args.pg_url}{'&' if '?' in args.pg_url else '?'}schema={schema}"
     try:
-        row("PostgreSQL floor", "one committed 1-row INSERT", f"p50 {pg_commit_floor(args.pg_url):.0f} µs")
         r = latency(url, max(args.n // 3, 300))
-        row("PostgreSQL", "reserve+settle, 1 connection", pcts(r))
+        floor = pg_commit_floor(args.pg_url, schema)
+        row("PostgreSQL floor", "one committed 1-row INSERT", f"p50 {floor:.0f} µs")
+        row("PostgreSQL", "reserve+settle (2 commits), 1 connection", pcts(r))
         for hot in (True, False):
             ops = throughput(url, args.workers, args.seconds, hot)
             shape = "hot: one team + org budget" if hot else "spread: a team budget each"

@@ -148,6 +148,9 @@ def test_postgres_url_options_are_ours_and_the_rest_is_libpq() -> None:
     assert (schema, size) == ("gw", 8)
     assert conninfo == "postgresql://u:pw@h:5433/db?sslmode=require&connect_timeout=10"
     assert parse_postgres_url("postgres://h/db")[1:] == ("public", 4)
+    # libpq decodes %XX but not "+": options with spaces must survive the round trip
+    opts = parse_postgres_url("postgresql://h/db?options=-c%20synchronous_commit%3Doff")[0]
+    assert "options=-c%20synchronous_commit%3Doff" in opts
     with pytest.raises(ConfigError, match="schema"):
         parse_postgres_url("postgresql://h/db?schema=Robert'); DROP")
     with pytest.raises(ConfigError, match="pool_size"):

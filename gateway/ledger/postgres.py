@@ -25,9 +25,10 @@ import os
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -68,7 +69,11 @@ def parse_postgres_url(url: str) -> tuple[str, str, int]:
         raise ConfigError(f"pool_size must be an integer, got {ours['pool_size']!r}") from None
     if not 1 <= size <= 64:
         raise ConfigError(f"pool_size must be 1..64, got {size}")
-    return urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), "")), schema, size
+    return (
+        urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote), "")),
+        schema,
+        size,
+    )
 
 
 def redact(url: str) -> str:
@@ -136,6 +141,7 @@ class PostgresLedger(SqlLedger):
     inline_init = False
     for_update = " FOR UPDATE"
     group_updates = False
+    pipeline = psycopg.Pipeline.is_supported()
 
     def __init__(self, url: str) -> None:
         super().__init__()
@@ -160,7 +166,10 @@ class PostgresLedger(SqlLedger):
         for attempt in range(_RETRIES):
             conn = self._pool.get()
             try:
-                with conn.transaction():
+                # Pipeline mode: statements whose rows we do not read (BEGIN, LOCK, counter UPDATEs, the
+                # INSERT, COMMIT) are sent without waiting, so a reserve costs ~4 round trips, not ~9,
+                # and the budget row stays locked for less time.
+                with self._pipeline(conn), conn.transaction():
                     if prelude:
                         conn.execute(prelude)
                     result = fn(_query(conn), conn)
@@ -182,6 +191,9 @@ class PostgresLedger(SqlLedger):
             self._pool.put(conn)
             return result
         raise AssertionError("unreachable")
+
+    def _pipeline(self, conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
+        return conn.pipeline() if self.pipeline else nullcontext()
 
     def _write(self, fn: Callable[[Query], T]) -> T:
         # ROW EXCLUSIVE conflicts with the counter-creating transaction's SHARE ROW EXCLUSIVE only.
@@ -227,9 +239,14 @@ class PostgresLedger(SqlLedger):
         self._pool.close()
 
 
+@lru_cache(maxsize=512)
+def _returns_rows(sql: str) -> bool:
+    return sql.lstrip().upper().startswith("SELECT") or " RETURNING " in sql
+
+
 def _query(conn: psycopg.Connection[Any]) -> Query:
     def q(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = conn.execute(_pg(sql), params)
-        return cur.fetchall() if cur.description is not None else []
+        return cur.fetchall() if _returns_rows(sql) else []  # fetching is what waits for the server
 
     return q
