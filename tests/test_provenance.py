@@ -218,9 +218,17 @@ def test_sdxl_mark_is_reported_as_provider_watermark(pv: Provenance) -> None:
     mod_spec.loader.exec_module(maxdct)
     import numpy as np
 
-    from gateway.provenance.thirdparty import SDXL_BITS, detect_sdxl
+    from gateway.provenance.thirdparty import SDXL_BITS, _dwtdct_bits, _u_plane, detect_sdxl
 
     rgb = np.asarray(photo(1, size=320))
+    for img in (
+        rgb,
+        np.asarray(photo(0, size=300)),
+    ):  # our numpy decoder == invisible-watermark's, bit for bit
+        reference = maxdct.EmbedMaxDct(wmLen=48).decode(
+            np.ascontiguousarray(img[..., ::-1]).astype(np.float32)
+        )
+        assert (_dwtdct_bits(_u_plane(img, 0.5), 48) == reference).all()
     enc = maxdct.EmbedMaxDct(list(SDXL_BITS), wmLen=48)  # what diffusers does: float BGR in, float out
     marked = np.clip(np.rint(enc.encode(rgb[..., ::-1].astype(np.float32))[..., ::-1]), 0, 255).astype(
         np.uint8
@@ -355,6 +363,13 @@ def test_production_settings_with_files_and_a_kms_callback(tmp_path: Path) -> No
     assert kms.verify(st2.data, trust_anchors_pem=root).c2pa_state == "trusted"
 
 
+def test_client_switches_are_accepted_settings(tmp_path: Path) -> None:
+    pv = Provenance(tmp_path, {"watermark_remote": False, "c2pa_remote": True})
+    assert pv.settings.watermark_remote is False
+    with pytest.raises(ConfigError, match=r"provenance\.watermark_remot: Extra inputs"):
+        Provenance(tmp_path, {"watermark_remot": False})
+
+
 def test_bad_settings_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"provenance\.c2pa\.alg"):
         Provenance(tmp_path, {"c2pa": {"alg": "md5"}})
@@ -394,3 +409,31 @@ def test_verify_image_reads_files_with_the_default_home(stamped_digit: bytes, tm
     assert r.c2pa_state == "valid"
     assert r.watermark.hmac_valid is None  # no keys in this home: only the manifest speaks
     assert not (home / "keys").exists()
+
+
+@pytest.mark.slow
+def test_a_generated_image_verifies(pv: Provenance) -> None:
+    """The shipped tiny-digits model's real output: stamped, verified, and still marked after JPEG q75."""
+    pytest.importorskip("diffusers")
+    from importlib import resources
+
+    from gateway.backends.base import BackendCall
+    from gateway.backends.local import LocalBackend
+    from gateway.types import ImageRequest
+
+    if not (resources.files("gateway.models") / "tiny_digits" / "model_index.json").is_file():
+        pytest.skip("tiny-digits weights are not in this checkout")
+    backend = LocalBackend()
+    try:
+        req = ImageRequest(prompt="a handwritten 7", width=256, height=256, seed=3, n=2, steps=10)
+        images = backend.generate(BackendCall(req, "tiny-digits", request_id="gen-1")).images
+    finally:
+        backend.close()
+    for i, raw in enumerate(images):
+        info = ProvenanceInfo("gen-1", "local", "tiny-digits", 3, "ef" * 32, index=i)
+        st = pv.stamp(raw, info=info, watermark=True, c2pa=True)
+        assert (st.watermark, st.c2pa, st.width, st.height) == ("embedded", "signed", 256, 256)
+        r = pv.verify(st.data, request_id="gen-1")
+        assert r.ok, r.reasons
+        assert r.watermark.request_index == i
+        assert pv.verify(jpeg_copy(st.data, 75)).watermark.found

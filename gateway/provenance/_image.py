@@ -147,15 +147,19 @@ def luma_of(pixels: NDArray[np.uint8], mode: str) -> NDArray[np.float64]:
 
 
 def apply_luma_delta(pixels: NDArray[np.uint8], mode: str, delta: NDArray[np.float64]) -> NDArray[np.uint8]:
-    """Add ``delta`` (HxW) to the luma of ``pixels``: to the grey plane, or equally to R, G and B."""
-    out = pixels.astype(np.float64)
+    """Add ``delta`` (HxW) to the luma of ``pixels``: to the grey plane, or equally to R, G and B.
+
+    Pixels are integers, so ``rint(p + d) == p + rint(d)`` (up to ties): round the delta once, in int16.
+    """
+    step = np.rint(delta).astype(np.int16)
+    out = pixels.astype(np.int16)
     if mode == "L":
-        out += delta
+        out += step
     elif mode == "LA":
-        out[..., 0] += delta
+        out[..., 0] += step
     else:
-        out[..., :3] += delta[..., None]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        out[..., :3] += step[..., None]
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 def encode_png(pixels: NDArray[np.uint8], mode: str, info: dict[str, Any]) -> bytes:

@@ -75,6 +75,9 @@ class ProvenanceSettings(BaseModel):
     model_config = _STRICT
     keys_dir: Path | None = None
     dev_keys: bool = Field(default=True, description="Create a development chain when none is configured.")
+    # Read by the client (gateway/outputs.py), not here: whether remote outputs get our mark / manifest.
+    watermark_remote: bool = True
+    c2pa_remote: bool = True
     c2pa: C2paSettings = C2paSettings()
     watermark: WatermarkSettings = WatermarkSettings()
 
