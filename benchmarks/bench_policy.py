@@ -137,6 +137,9 @@ def main() -> None:
     t = timed(warm, args.n)
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"load average while measuring: {load} ({os.cpu_count()} cpus)")
+    t0 = time.perf_counter()
+    sum(i * i for i in range(10**6))  # ~50 ms for CPython 3.11 on an idle modern core
+    print(f"calibration: sum(i*i for i in range(10**6)) took {(time.perf_counter() - t0) * 1000:.0f} ms")
     print(f"evaluate, warm context, allowed   : {percentiles(t)}   (prompt 6-30 words)")
     blocked_terms = [r.terms[2] for r in ps.rules if r.kind == "blocklist"]  # type: ignore[attr-defined]
     hits = [ImageRequest(prompt=f"{p} {rng.choice(blocked_terms)}") for p in prompts[:200]]

@@ -162,3 +162,21 @@ def test_analysis_never_raises_and_fold_is_idempotent(text: str) -> None:
         assert word
         assert 0 <= start < end <= len(a.text)
     deobfuscate(a.text)
+
+
+_VOCAB = ["nude", "nudists", "n.u.d.e", "bibliophile", "phil", "blow", "job", "blow-job", "a", "b", "c",
+          "pen", "is", "nud3", "p h i l e", "Nudeln", "xx", "dis", "dismembered", "ph1le"]  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(_VOCAB), max_size=12))
+def test_screened_lookup_equals_the_full_scan(words: list[str]) -> None:
+    """The fast screens may only skip work, never hits: compare with the unscreened scan."""
+    idx = TermIndex()
+    for owner, raw in enumerate(["nude", "nudist*", "*phile", "blow job", "dismember*", "pen"]):
+        idx.add(parse_term(raw), owner)
+    a = analyze(" ".join(words))
+    fast = sorted((h.owner, h.term, h.start, h.end) for h in idx.hits(a))
+    idx._screen = lambda _a: (True, True, True, True)  # type: ignore[method-assign]
+    full = sorted((h.owner, h.term, h.start, h.end) for h in idx.hits(a))
+    assert fast == full

@@ -302,6 +302,9 @@ class TermIndex:
         self._ngrams: set[int] = set()
         self._prefix_re: re.Pattern[str] | None = None
         self._suffix_re: re.Pattern[str] | None = None
+        self._prefix_stems: frozenset[str] = frozenset()
+        self._suffix_stems: frozenset[str] = frozenset()
+        self._phrase_heads: frozenset[str] = frozenset()
         self._dirty = True
 
     def add(self, term: Term, owner: int) -> None:
@@ -319,31 +322,39 @@ class TermIndex:
         return bool(self._exact or self._prefix or self._suffix)
 
     def _compile(self) -> None:
-        """Regexes over the joined candidate words that answer "any prefix/suffix term here?" in C."""
+        """Screens for the common case, no hit: the 3-letter stems of glob terms and the first words of
+        phrase terms (set lookups), then one C-level regex over the words to confirm a stem."""
 
         def alternation(keys: Iterable[str]) -> re.Pattern[str] | None:
             alts = sorted(keys, key=len, reverse=True)
             return re.compile(" (?:" + "|".join(map(re.escape, alts)) + ")") if alts else None
 
-        self._prefix_re = alternation(k for table in self._prefix.values() for k in table)
-        self._suffix_re = alternation(k[::-1] for table in self._suffix.values() for k in table)
+        prefixes = [k for table in self._prefix.values() for k in table]
+        suffixes = [k[::-1] for table in self._suffix.values() for k in table]
+        self._prefix_re, self._suffix_re = alternation(prefixes), alternation(suffixes)
+        self._prefix_stems = frozenset(k[:MIN_GLOB_STEM] for k in prefixes)
+        self._suffix_stems = frozenset(k[:MIN_GLOB_STEM] for k in suffixes)  # reversed already
+        self._phrase_heads = frozenset(k.split(" ", 1)[0] for k in self._exact if " " in k)
         self._dirty = False
 
     def _screen(self, analysis: Analysis) -> tuple[bool, bool, bool, bool]:
-        """Which tables can hit at all (exact, prefix, suffix, n-gram), from set intersections and two
-        C-level searches. The common case, no hit, ends here."""
+        """Which tables can hit at all (exact, prefix, suffix, n-gram)."""
         if self._dirty:
             self._compile()
         keys = {w for w, _, _ in analysis.words}
         keys.update(w for w, _, _ in analysis.variants)
         exact = not self._exact.keys().isdisjoint(keys)  # iterates the smaller side (the prompt)
+        prefix = suffix = ngram = False
         # A leading space before every word lets each regex start with a literal (a fast scan).
-        prefix = self._prefix_re is not None and self._prefix_re.search(" " + " ".join(keys)) is not None
-        rev = " " + " ".join(k[::-1] for k in keys)
-        suffix = self._suffix_re is not None and self._suffix_re.search(rev) is not None
-        ws = [w for w, _, _ in analysis.words]
-        grams = (" ".join(ws[i : i + n]) for n in self._ngrams for i in range(len(ws) - n + 1))
-        ngram = any(g in self._exact for g in grams)
+        stem = MIN_GLOB_STEM
+        if self._prefix_re is not None and any(k[:stem] in self._prefix_stems for k in keys):
+            prefix = self._prefix_re.search(" " + " ".join(keys)) is not None
+        if self._suffix_re is not None and any(k[-stem:][::-1] in self._suffix_stems for k in keys):
+            suffix = self._suffix_re.search(" " + " ".join(k[::-1] for k in keys)) is not None
+        if self._ngrams and not self._phrase_heads.isdisjoint(keys):
+            ws = [w for w, _, _ in analysis.words]
+            grams = (" ".join(ws[i : i + n]) for n in self._ngrams for i in range(len(ws) - n + 1))
+            ngram = any(g in self._exact for g in grams)
         return exact, prefix, suffix, ngram
 
     def hits(self, analysis: Analysis) -> list[Hit]:
