@@ -44,6 +44,8 @@ def test_verify_passes_on_the_default_log(home_log: Path) -> None:
     assert "audit log OK: 4 records, sealed to 4" in result.stdout
     report = json.loads(run("verify", "--json").stdout)
     assert (report["ok"], report["count"], report["checkpoint_size"]) == (True, 4, 4)
+    deep = json.loads(run("verify", "--deep", "--json").stdout)
+    assert (deep["root"], deep["root_size"]) == (report["root"], 4)
 
 
 @pytest.mark.parametrize(

@@ -319,9 +319,11 @@ def test_checkpoint_refuses_to_seal_a_tampered_or_truncated_log(harness: Harness
 def test_an_untouched_log_verifies_and_says_what_it_cannot_see(harness: Harness) -> None:
     log = filled(harness, 9)
     report = log.verify()
-    assert (report.ok, report.count, report.first_bad_seq) == (True, 9, None)
-    assert report.root == merkle.root([bytes.fromhex(r["entry_hash"]) for r in log.iter_records()]).hex()
+    assert (report.ok, report.count, report.first_bad_seq, report.root) == (True, 9, None, "")
     assert any("no checkpoints" in w for w in report.warnings)
+    deep = log.verify(deep=True)
+    assert deep.root == merkle.root([bytes.fromhex(r["entry_hash"]) for r in log.iter_records()]).hex()
+    assert deep.root_size == 9
     log.checkpoint()
     log.append(rec(10))
     assert any("after the last checkpoint" in w for w in log.verify().warnings)
@@ -379,13 +381,14 @@ def _truncate(h: Harness) -> None:
     ],
     ids=["edited", "edited-rehashed", "deleted", "reordered", "deleted-renumbered", "truncated"],
 )
+@pytest.mark.parametrize("deep", [False, True], ids=["fast", "deep"])
 def test_verify_names_the_problem_and_the_first_bad_seq(
-    harness: Harness, tamper: Tamper, problem: str, first_bad: int
+    harness: Harness, tamper: Tamper, problem: str, first_bad: int, deep: bool
 ) -> None:
     log = filled(harness, 8)
     log.checkpoint()
     tamper(harness)
-    report = log.verify()
+    report = log.verify(deep=deep)
     assert (report.ok, report.problem, report.first_bad_seq) == (False, problem, first_bad), report
     with pytest.raises(VerificationFailed, match=f"{problem} at seq {first_bad}"):
         report.raise_for_problem()
@@ -402,9 +405,10 @@ def test_a_consistent_rewrite_of_checkpointed_records_is_caught_by_the_checkpoin
         body = canonical_bytes(env)
         prev = hashlib.sha256(b"\x00" + body).hexdigest()
         harness.set_row(seq, body, prev)
-    report = log.verify()
-    assert (report.problem, report.first_bad_seq) == ("edited", 9)  # bounded by the differing subtree (9..12)
-    assert "checkpoint of size 12" in report.detail
+    for deep in (False, True):
+        report = log.verify(deep=deep)
+        assert (report.problem, report.first_bad_seq) == ("edited", 9)  # the differing subtree is 9..12
+        assert "checkpoint of size 12" in report.detail
 
 
 def test_forged_or_foreign_checkpoints_fail_verification(harness: Harness, tmp_path: Path) -> None:

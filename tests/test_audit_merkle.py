@@ -125,7 +125,9 @@ def test_canonical_json_refuses_what_json_cannot_spell(bad: object) -> None:
         st.text(max_size=8),
         st.recursive(
             st.none() | st.booleans() | st.integers() | st.text(max_size=12),
-            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+            lambda inner: (
+                st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+            ),
             max_leaves=8,
         ),
         max_size=6,

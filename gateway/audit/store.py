@@ -238,8 +238,11 @@ class AuditLog(abc.ABC):
 
     # ------------------------------------------------------------------ reading
 
-    def verify(self) -> AuditVerifyReport:
-        """Check every record and every signed checkpoint; see :func:`gateway.audit.verify.verify_rows`."""
+    def verify(self, *, deep: bool = False) -> AuditVerifyReport:
+        """Check every record and every signed checkpoint; see :func:`gateway.audit.verify.verify_rows`.
+
+        ``deep`` also recomputes the Merkle root at every checkpoint (slower; same verdict).
+        """
         cps, problems = self.checkpoints.read_all(self.log_id)
         if problems:
             count = self._tail()[0]
@@ -250,7 +253,7 @@ class AuditLog(abc.ABC):
                 detail="; ".join(problems[:5]),
                 checkpoints=len(cps),
             )
-        return verify_rows(self._scan(0), cps)
+        return verify_rows(self._scan(0), cps, deep=deep, rescan=lambda: self._scan(0))
 
     def head(self) -> tuple[int, str]:
         """(number of records, entry hash of the last one); (0, 64 zeros) when empty."""

@@ -105,6 +105,7 @@ def audit() -> None:
     type=click.Path(dir_okay=False, exists=True),
     help="Trust only this checkpoint public key (repeatable); default: *.pub in the folder.",
 )
+@click.option("--deep", is_flag=True, help="Also recompute the Merkle root at every checkpoint (slower).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.pass_context
 @_handled
@@ -114,6 +115,7 @@ def verify_cmd(
     config: str | None,
     checkpoint_dir: str | None,
     public_keys: tuple[str, ...],
+    deep: bool,
     as_json: bool,
 ) -> None:
     """Check every record's hash and chain link and every signed checkpoint (exit 6 on tampering)."""
@@ -128,7 +130,7 @@ def verify_cmd(
             raise
     else:
         with log:
-            report = log.verify()
+            report = log.verify(deep=deep)
     assert isinstance(report, AuditVerifyReport)
     if as_json:
         click.echo(json.dumps(report.to_dict(), sort_keys=True))
