@@ -17,6 +17,7 @@ compiled regex pass) to run on every audit record and every log line.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -114,8 +115,10 @@ _COMPILED: tuple[tuple[re.Pattern[str], Replacement], ...] = tuple(
 _HINTS: tuple[str, ...] = (
     "begin", "bearer", "basic", "token", "pass", "secret", "key", "signature", "credential", "authoriz",
     "://", "r8_", "hf_", "eyj", "akia", "asia", "abia", "acca", "agpa", "aida", "aroa", "anpa", "anva",
-    "aipa", "cookie", "pwd", "auth", "sig",
+    "aipa", "cookie", "pwd", "auth=", "auth:", "sig=", "sig:",
 )  # fmt: skip
+# Lowercase hex, numbers and simple names (hashes, ids, trace ids, costs) can hold no secret shape.
+_PLAIN = re.compile(r"[0-9a-f.]*|[a-z0-9_.-]{0,24}")
 _HINT = re.compile("|".join(re.escape(h) for h in _HINTS))
 _SHAPE = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
 
@@ -149,13 +152,14 @@ def _scrub(text: str, known: list[str]) -> str:
     for value in known:
         if value in text:
             text = text.replace(value, REDACTED)
-    if not _suspicious(text):
+    if _PLAIN.fullmatch(text) is not None or not _suspicious(text):
         return text
     for pattern, repl in _COMPILED:
         text = pattern.sub(repl, text)
     return text
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
     """Whether a mapping key names a credential (its string value is then dropped whole)."""
     k = key.lower().replace("-", "_")
@@ -168,16 +172,25 @@ def redact_value(value: Any, *, secrets: Iterable[str] = ()) -> Any:
 
 
 def _walk(value: Any, known: list[str]) -> Any:
-    if isinstance(value, str):
+    kind = type(value)  # exact-type checks first: this runs on every audit record and log line
+    if kind is str:
         return _scrub(value, known)
-    if isinstance(value, Mapping):
+    if kind is int or kind is bool or kind is float or value is None:
+        return value
+    if kind is dict or isinstance(value, Mapping):
         out: dict[Any, Any] = {}
         for k, v in value.items():
-            if isinstance(k, str) and isinstance(v, str) and v and is_secret_key(k):
+            if type(v) is str and type(k) is str and v and is_secret_key(k):
                 out[k] = REDACTED
             else:
                 out[k] = _walk(v, known)
         return out
+    if kind is list:
+        return [_walk(v, known) for v in value]
+    if kind is tuple:
+        return tuple(_walk(v, known) for v in value)
+    if isinstance(value, str):
+        return _scrub(str(value), known)
     if isinstance(value, list | tuple):
         return type(value)(_walk(v, known) for v in value)
     return value
