@@ -336,6 +336,9 @@ def test_expected_seconds_is_a_high_percentile_of_billed_time(ledger: Ledger) ->
         res = reserve(ledger, f"r{i}", "0.01", [])
         ledger.settle(res, actual_usd=Decimal("0.01"), provider="replicate", model="m", images=1,
                       latency_s=100.0, billed_seconds=float(i + 1), now=T0)  # fmt: skip
+    timeout = reserve(ledger, "timeout", "0.01", [])  # billed at its estimate, no images: not history
+    ledger.settle(timeout, actual_usd=Decimal("0.01"), provider="replicate", model="m", images=0,
+                  latency_s=0.0, now=T0)  # fmt: skip
     assert ledger.expected_seconds(ROUTE) == 9.0
     assert ledger.expected_seconds("local/other") is None
 

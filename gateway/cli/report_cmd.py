@@ -43,9 +43,17 @@ def _ledger_url(ledger: str | None, config: str | None) -> str:
     help="Comma-separated: team, project, use_case, user, provider, model, route, day.",
 )
 @click.option(
-    "--since", type=click.DateTime(_DATE_FORMATS), help="UTC start, inclusive (YYYY-MM-DD[THH:MM])."
+    "--since",
+    type=click.DateTime(_DATE_FORMATS),
+    metavar="DATE",
+    help="UTC start, inclusive (YYYY-MM-DD[THH:MM]).",
 )
-@click.option("--until", type=click.DateTime(_DATE_FORMATS), help="UTC end, exclusive (YYYY-MM-DD[THH:MM]).")
+@click.option(
+    "--until",
+    type=click.DateTime(_DATE_FORMATS),
+    metavar="DATE",
+    help="UTC end, exclusive (YYYY-MM-DD[THH:MM]).",
+)
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
 )

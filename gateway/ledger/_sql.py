@@ -484,7 +484,7 @@ class SqlLedger(Ledger):
         rows = self._read(
             lambda q: q(
                 "SELECT COALESCE(billed_seconds, latency_s) FROM ledger_requests WHERE route_key = ?"
-                " AND status = 'settled' ORDER BY ts_us DESC LIMIT ?",
+                " AND status = 'settled' AND images > 0 ORDER BY ts_us DESC LIMIT ?",
                 (route_key, _HISTORY),
             )
         )

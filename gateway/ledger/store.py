@@ -389,7 +389,11 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     def expected_seconds(self, route_key: str) -> float | None:
-        """A conservative (90th percentile) billed duration for ``route_key``, None without history."""
+        """A conservative (90th percentile) billed duration for ``route_key``, None without history.
+
+        Only settled calls that returned images count (a timeout settled at its estimate says nothing
+        about how long a call takes); ``billed_seconds`` is preferred over wall-clock latency.
+        """
 
     @abc.abstractmethod
     def report(
