@@ -24,35 +24,67 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys (a silent override is how policies get misread)."""
 
 
-def _construct(node: yaml.Node, loader: yaml.SafeLoader, lines: dict[Loc, int], loc: Loc) -> Any:
+MAX_VALUES = 100_000  # aliases can make a few lines expand exponentially ("billion laughs")
+
+
+class _Budget:
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_VALUES
+
+
+def _construct(
+    node: yaml.Node, loader: yaml.SafeLoader, lines: dict[Loc, int], loc: Loc, budget: _Budget
+) -> Any:
+    budget.left -= 1
+    if budget.left < 0:
+        raise ConfigError(f"document expands past {MAX_VALUES} values (alias bomb?)", line=1)
     lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        explicit = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
         loader.flatten_mapping(node)
+        merged = len(node.value) - explicit  # flatten_mapping puts merged pairs first
         out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
+        for i, (key_node, value_node) in enumerate(node.value):
             key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
             if not isinstance(key, str | int | float | bool) and key is not None:
                 raise ConfigError("mapping keys must be scalars", line=key_node.start_mark.line + 1)
             if key in out:
-                raise ConfigError(f"duplicate key {key!r}", line=key_node.start_mark.line + 1)
+                if i < merged:
+                    continue  # an earlier merge source wins over a later one (YAML merge semantics)
+                if not _from_merge(out, key, i, merged):
+                    raise ConfigError(f"duplicate key {key!r}", line=key_node.start_mark.line + 1)
             child = (*loc, key if isinstance(key, str | int) else str(key))
             lines[child] = key_node.start_mark.line + 1
-            out[key] = _construct(value_node, loader, lines, child)
+            out[key] = _construct(value_node, loader, lines, child, budget)
+            if i < merged:
+                _MERGED.setdefault(id(out), set()).add(key)
+        _MERGED.pop(id(out), None)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, loader, lines, (*loc, i)) for i, item in enumerate(node.value)]
+        return [_construct(item, loader, lines, (*loc, i), budget) for i, item in enumerate(node.value)]
     return loader.construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+
+
+_MERGED: dict[int, set[Any]] = {}
+
+
+def _from_merge(out: dict[Any, Any], key: Any, i: int, merged: int) -> bool:
+    """An explicit key may override one that came in through ``<<:``; two explicit ones may not."""
+    return i >= merged and key in _MERGED.get(id(out), set())
 
 
 def load_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     """Parse one YAML document; return the data and a map from path to 1-based line number."""
-    loader = _UniqueKeyLoader(text)
+    loader: _UniqueKeyLoader | None = None
     try:
+        loader = _UniqueKeyLoader(text)
         node = loader.get_single_node()
         if node is None:
             return None, {}
         lines: dict[Loc, int] = {}
-        return _construct(node, loader, lines, ()), lines
+        return _construct(node, loader, lines, (), _Budget()), lines
     except ConfigError as exc:
         raise ConfigError(_strip_prefix(str(exc)), file=source, line=exc.line) from None
     except yaml.MarkedYAMLError as exc:
@@ -60,9 +92,16 @@ def load_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
         line = mark.line + 1 if mark is not None else 1
         raise ConfigError(f"YAML syntax error: {exc.problem or exc}", file=source, line=line) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"YAML error: {exc}", file=source, line=1) from None
+        position = getattr(exc, "position", None)
+        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
+        raise ConfigError(
+            f"YAML error: {getattr(exc, 'reason', None) or exc}", file=source, line=line
+        ) from None
+    except RecursionError:
+        raise ConfigError("YAML nesting is too deep", file=source, line=1) from None
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        if loader is not None:
+            loader.dispose()  # type: ignore[no-untyped-call]
 
 
 def _strip_prefix(msg: str) -> str:

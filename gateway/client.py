@@ -39,6 +39,7 @@ from .errors import (
     AuditWriteError,
     AuthenticationError,
     BackendError,
+    BadResponse,
     BackendTimeout,
     BudgetExceeded,
     GatewayError,
@@ -70,10 +71,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 _CONTEXT_FIELDS = frozenset(Context.model_fields)
 
-# Errors after which another route may be tried: the call was not accepted, or the route is broken
-# for us (bad credentials). A content filter or an invalid request is the request's problem: trying
+# Errors after which another route may be tried: the call was not accepted, the route is broken for
+# us (bad credentials), or it answered with something unusable (a failed prediction, a bad file). A content filter or an invalid request is the request's problem: trying
 # elsewhere would be shopping for a more permissive provider, so it stops.
-FALLBACK_ON: tuple[type[BackendError], ...] = (AuthenticationError, BackendTimeout)
+FALLBACK_ON: tuple[type[BackendError], ...] = (AuthenticationError, BackendTimeout, BadResponse)
 
 
 def _falls_back(exc: BackendError) -> bool:
@@ -198,7 +199,9 @@ class _Core:
                 b = self._backends[name] = create_backend(name, dict(self.settings.backend_options(name)))
             return b
 
-    def build(self, prompt_or_request: str | ImageRequest, options: dict[str, Any]) -> tuple[ImageRequest, Context]:
+    def build(
+        self, prompt_or_request: str | ImageRequest, options: dict[str, Any]
+    ) -> tuple[ImageRequest, Context]:
         ctx_fields = {k: options.pop(k) for k in list(options) if k in _CONTEXT_FIELDS}
         context = Context.build(options.pop("context", None), **ctx_fields)
         request = ImageRequest.build(prompt_or_request, **options)
@@ -214,7 +217,9 @@ class _Core:
                 "width": request.width or d.width,
                 "height": request.height or d.height,
                 "steps": request.steps or d.steps,
-                "guidance_scale": d.guidance_scale if request.guidance_scale is None else request.guidance_scale,
+                "guidance_scale": d.guidance_scale
+                if request.guidance_scale is None
+                else request.guidance_scale,
                 "scheduler": request.scheduler or d.scheduler,
             }
         )
@@ -298,7 +303,9 @@ class _Core:
                 raise InvalidRequestError(msg)
             raise NoEligibleRoute(msg)
 
-    def attempt_failed(self, run: _Run, route: Route, exc: BackendError, started: float, retries: int) -> None:
+    def attempt_failed(
+        self, run: _Run, route: Route, exc: BackendError, started: float, retries: int
+    ) -> None:
         latency = time.perf_counter() - started
         self.breaker.record_failure(route.key, self.monotonic())
         name = type(exc).__name__
@@ -306,7 +313,9 @@ class _Core:
         self.record(run, "attempt", provider=route.provider, model=route.model, route_key=route.key,
                     outcome=name, error=str(exc), latency_s=round(latency, 6), retries=retries)  # fmt: skip
 
-    def attempt_ok(self, run: _Run, route: Route, result: BackendResult, started: float, retries: int) -> Decimal:
+    def attempt_ok(
+        self, run: _Run, route: Route, result: BackendResult, started: float, retries: int
+    ) -> Decimal:
         latency = time.perf_counter() - started
         self.breaker.record_success(route.key)
         self.stats.observe(route.key, result.usage.elapsed_s or latency)
@@ -330,7 +339,13 @@ class _Core:
         )
 
     def finish(
-        self, run: _Run, route: Route, call: BackendCall, result: BackendResult, processed: Processed, cost: Decimal
+        self,
+        run: _Run,
+        route: Route,
+        call: BackendCall,
+        result: BackendResult,
+        processed: Processed,
+        cost: Decimal,
     ) -> GenerationResult:
         p = run.plan
         images = tuple(processed.images)
@@ -470,6 +485,7 @@ class Gateway:
                         info=core.outputs_info(run, route),
                         local=route.provider == "local",
                         metadata=dict(result.metadata),
+                        provider_watermark=route.card.provenance.watermark,
                     )
             finally:
                 core.ledger.settle(res, actual_usd=cost, provider=route.provider, model=route.model,
@@ -557,8 +573,9 @@ class AsyncGateway:
             started = time.perf_counter()
             try:
                 with run.trace.attempt(route.provider, route.model, route.card.options.get("server_address")):
-                    result = await core.retry.arun(lambda c=call, b=backend: b.agenerate(c), sleep=core.asleep,
-                                                   on_retry=on_retry)
+                    result = await core.retry.arun(
+                        lambda c=call, b=backend: b.agenerate(c), sleep=core.asleep, on_retry=on_retry
+                    )
             except BackendError as exc:
                 await self._store(blocking, lambda e=exc, r=route, est=estimate, rs=res:  # type: ignore[misc]
                                   _settle_failure(core, rs, e, est, r, plan))  # fmt: skip
@@ -568,7 +585,9 @@ class AsyncGateway:
                 raise
             except BaseException:  # cancellation included: give the money back, then propagate
                 await asyncio.shield(
-                    self._store(blocking, lambda rs=res: core.ledger.release(rs, reason="cancelled", now=core.clock()))
+                    self._store(
+                        blocking, lambda rs=res: core.ledger.release(rs, reason="cancelled", now=core.clock())
+                    )
                 )
                 raise
             cost = core.attempt_ok(run, route, result, started, retries)
@@ -582,6 +601,7 @@ class AsyncGateway:
                         info=core.outputs_info(run, route),
                         local=route.provider == "local",
                         metadata=dict(result.metadata),
+                        provider_watermark=route.card.provenance.watermark,
                     )
             finally:
                 await self._store(blocking, lambda r=route, rs=res, c=cost, u=result.usage: core.ledger.settle(
