@@ -18,19 +18,16 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar
 
 from ..errors import BudgetExceeded, GatewayError, RateLimitExceeded
 from ..types import Budget, Context, RateLimit
+from ._reads import _COUNTER_COLS, Query, SqlReads, T
 from .pricing import from_micros, to_micros
 from .store import (
     DAY_US,
-    EPOCH,
-    REPORT_DIMENSIONS,
     US,
-    CounterDrift,
     CounterKey,
-    Ledger,
     Reservation,
     Usage,
     _Plan,
@@ -44,36 +41,11 @@ from .store import (
     rate_key,
     rate_limits_in_scope,
     refusal,
-    scope_matches,
-    status_of,
     to_us,
-    window_end_us,
-    windows,
 )
 
-T = TypeVar("T")
-Row = tuple[Any, ...]
-Query = Callable[[str, Sequence[Any]], list[Row]]
-
-_COLUMN = {"team": "team", "project": "project", "use_case": "use_case", "user": "user_name"}
-_DIM_SQL = {
-    **_COLUMN,
-    "provider": "provider",
-    "model": "model",
-    "route": "route_key",
-    "day": f"ts_us / {DAY_US}",
-}
-_SUMS = (  # (spent, reserved, requests): the order Usage takes
-    "SUM(CASE WHEN status IN ('settled', 'expired') THEN actual_micros ELSE 0 END), "
-    "SUM(CASE WHEN status = 'reserved' THEN estimated_micros ELSE 0 END), COUNT(*)"
-)
-_COUNTER_COLS = "period, window_start, scope, scope_value, spent_micros, reserved_micros, requests"
-# SQL below is assembled only from these constants and whitelisted column names (hence the S608 noqa);
-# every value travels as a bound parameter.
 _KEY_MATCH = "(period = ? AND window_start = ? AND scope = ? AND scope_value = ?)"
 _PRUNE_AFTER_US = 2 * DAY_US  # minute/hour counters only serve rate limits of the current window
-_HISTORY = 200  # settled calls that expected_seconds looks back on
-_MIN_HISTORY = 3
 
 
 class NeedInit(Exception):  # noqa: N818 - control flow, never escapes the ledger
@@ -113,11 +85,7 @@ def _figures(d: Usage) -> tuple[int, int, int]:
     return d.spent, d.reserved, d.requests
 
 
-def _usage(row: Row) -> Usage:
-    return Usage(int(row[0] or 0), int(row[1] or 0), int(row[2] or 0))
-
-
-class SqlLedger(Ledger):
+class SqlLedger(SqlReads):
     """Shared implementation. Subclasses provide transactions, locking and duplicate-key detection."""
 
     inline_init: ClassVar[bool] = True  # False: counters are created in their own, exclusive transaction
@@ -131,9 +99,6 @@ class SqlLedger(Ledger):
 
     @abc.abstractmethod
     def _write(self, fn: Callable[[Query], T]) -> T: ...
-
-    @abc.abstractmethod
-    def _read(self, fn: Callable[[Query], T]) -> T: ...
 
     def _init_write(self, fn: Callable[[Query], T]) -> T:
         """The transaction that creates counters; PostgreSQL takes a table lock first."""
@@ -385,15 +350,6 @@ class SqlLedger(Ledger):
 
     # ----------------------------------------------------------------- counters
 
-    def _counters(self, q: Query, stamps: Iterable[int]) -> dict[CounterKey, Usage]:
-        """Every counter whose window contains one of ``stamps`` (all scopes; callers filter)."""
-        pairs = sorted({(p, s) for ts in stamps for p, s in windows(ts).items()})
-        if not pairs:
-            return {}
-        where = " OR ".join(["(period = ? AND window_start = ?)"] * len(pairs))
-        rows = q(f"SELECT {_COUNTER_COLS} FROM ledger_counters WHERE {where}", [x for p in pairs for x in p])  # noqa: S608
-        return {(r[0], int(r[1]), r[2], r[3]): _usage(r[4:]) for r in rows}
-
     def _apply(self, q: Query, plan: _Plan) -> None:
         """Add each counter's delta: one UPDATE per key in key order (row locks in one global order),
         or, where the store already holds an exclusive lock (SQLite), one UPDATE per distinct delta."""
@@ -415,22 +371,6 @@ class SqlLedger(Ledger):
         for d, keys in groups.items():
             where = " OR ".join([_KEY_MATCH] * len(keys))  # OR of PK lookups: SQLite searches the index
             q(set_ + where, [*_figures(d), *(x for k in keys for x in k)])
-
-    def _recompute(self, q: Query, key: CounterKey) -> Usage:
-        """A counter's figures from the request rows (used to create counters, and by ``verify``)."""
-        period, start, scope, value = key
-        end = window_end_us(period, start)
-        where, params = "ts_us >= ?", [start]
-        if end is not None:
-            where, params = where + " AND ts_us < ?", [start, end]
-        if scope == "org":
-            return _usage(q(f"SELECT {_SUMS} FROM ledger_requests WHERE {where}", params)[0])  # noqa: S608
-        col = _COLUMN[scope]
-        total = Usage()
-        for row in q(f"SELECT {col}, {_SUMS} FROM ledger_requests WHERE {where} GROUP BY {col}", params):  # noqa: S608
-            if scope_matches(scope, value, {scope: row[0]}):
-                total = total + _usage(row[1:])
-        return total
 
     def _init_counters(self, q: Query, keys: Iterable[CounterKey]) -> None:
         for key in sorted(keys):
@@ -463,133 +403,3 @@ class SqlLedger(Ledger):
             (a.request_id, a.now_us, c["team"], c["project"], c["use_case"], c["user"], a.route_key,
              provider, model, a.amount, kind, ",".join(limit_ids)),
         )  # fmt: skip
-
-    # ----------------------------------------------------------------- reads
-
-    def budget_status(self, budgets: Sequence[Budget], now: dt.datetime) -> list[Any]:
-        now_us = to_us(now)
-
-        def tx(q: Query) -> list[Any]:
-            seen = self._counters(q, [now_us])
-            out = []
-            for b in budgets:
-                key = budget_key(b, now_us)
-                usage = seen[key] if key in seen else self._recompute(q, key)
-                out.append(status_of(b, usage, now_us))
-            return out
-
-        return self._read(tx)
-
-    def expected_seconds(self, route_key: str) -> float | None:
-        rows = self._read(
-            lambda q: q(
-                "SELECT COALESCE(billed_seconds, latency_s) FROM ledger_requests WHERE route_key = ?"
-                " AND status = 'settled' AND images > 0 ORDER BY ts_us DESC LIMIT ?",
-                (route_key, _HISTORY),
-            )
-        )
-        values = sorted(float(r[0]) for r in rows if r[0] is not None)
-        if len(values) < _MIN_HISTORY:
-            return None
-        return values[min(len(values) - 1, -(-9 * len(values) // 10) - 1)]  # nearest-rank p90
-
-    def recorded_budgets(self) -> list[Budget]:
-        rows = self._read(
-            lambda q: q(
-                "SELECT id, scope, scope_value, period, limit_micros, warn_at FROM ledger_budgets"
-                " ORDER BY id",
-                (),
-            )
-        )
-        return [Budget(id=r[0], scope=r[1], scope_value=r[2], period=r[3], limit_usd=from_micros(int(r[4])),
-                       warn_at=float(r[5])) for r in rows]  # fmt: skip
-
-    def verify(self) -> list[CounterDrift]:
-        def tx(q: Query) -> list[CounterDrift]:
-            drift = []
-            for r in q(f"SELECT {_COUNTER_COLS} FROM ledger_counters ORDER BY 1, 2, 3, 4", ()):  # noqa: S608
-                key: CounterKey = (r[0], int(r[1]), r[2], r[3])
-                stored, recomputed = _usage(r[4:]), self._recompute(q, key)
-                if stored != recomputed:
-                    drift.append(CounterDrift(key, stored, recomputed))
-            return drift
-
-        return self._read(tx)
-
-    def report(
-        self, *, by: Sequence[str], since: dt.datetime | None = None, until: dt.datetime | None = None
-    ) -> list[dict[str, Any]]:
-        bad = [d for d in by if d not in REPORT_DIMENSIONS]
-        if bad:
-            raise ValueError(f"cannot group by {bad}; choose from {list(REPORT_DIMENSIONS)}")
-        dims = list(dict.fromkeys(by))
-        where, params = "ts_us >= ?", [to_us(since) if since else 0]
-        if until is not None:
-            where, params = where + " AND ts_us < ?", [*params, to_us(until)]
-        sel = "".join(f"{_DIM_SQL[d]}, " for d in dims)
-        group = (" GROUP BY " + ", ".join(str(i + 1) for i in range(len(dims)))) if dims else ""
-        order = (" ORDER BY " + ", ".join(str(i + 1) for i in range(len(dims)))) if dims else ""
-        spend_sql = (
-            f"SELECT {sel}COUNT(*),"  # noqa: S608
-            " SUM(CASE WHEN status = 'settled' THEN 1 ELSE 0 END),"
-            " SUM(CASE WHEN status = 'released' THEN 1 ELSE 0 END),"
-            " SUM(CASE WHEN status = 'expired' THEN 1 ELSE 0 END),"
-            " SUM(CASE WHEN status = 'reserved' THEN 1 ELSE 0 END),"
-            " SUM(CASE WHEN status = 'settled' THEN images ELSE 0 END),"
-            " SUM(CASE WHEN status IN ('settled', 'expired') THEN actual_micros ELSE 0 END),"
-            " SUM(CASE WHEN status = 'reserved' THEN estimated_micros ELSE 0 END),"
-            " SUM(CASE WHEN status = 'settled' THEN estimated_micros ELSE 0 END),"
-            " SUM(CASE WHEN status = 'settled' THEN actual_micros ELSE 0 END),"
-            " SUM(CASE WHEN status = 'settled' THEN ABS(actual_micros - estimated_micros) ELSE 0 END),"
-            " SUM(CASE WHEN status = 'settled' THEN latency_s ELSE 0 END)"
-            f" FROM ledger_requests WHERE {where}{group}{order}"
-        )
-        refusal_sql = f"SELECT {sel}COUNT(*) FROM ledger_refusals WHERE {where}{group}"  # noqa: S608
-
-        def tx(q: Query) -> tuple[list[Row], list[Row]]:
-            return q(spend_sql, params), q(refusal_sql, params)
-
-        spend, refused = self._read(tx)
-        n = len(dims)
-        rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for r in spend:
-            rows[tuple(r[:n])] = _report_row(dims, r[:n], [int(x or 0) for x in r[n:-1]], float(r[-1] or 0.0))
-        for r in refused:
-            key = tuple(r[:n])
-            if int(r[n] or 0) == 0:
-                continue
-            if key not in rows:
-                rows[key] = _report_row(dims, r[:n], [0] * 11, 0.0)
-            rows[key]["refused"] = int(r[n])
-        return [rows[k] for k in sorted(rows, key=lambda k: tuple(str(x) for x in k))]
-
-
-def _report_row(
-    dims: Sequence[str], values: Sequence[Any], m: Sequence[int], latency_sum: float
-) -> dict[str, Any]:
-    (requests, settled, released, expired, in_flight, images, spent, reserved, est_settled, act_settled,
-     abs_err) = m  # fmt: skip
-    row: dict[str, Any] = {}
-    for d, v in zip(dims, values, strict=True):
-        row[d] = (EPOCH + dt.timedelta(days=int(v))).date().isoformat() if d == "day" else v
-    err = act_settled - est_settled
-    row.update(
-        requests=requests,
-        settled=settled,
-        released=released,
-        expired=expired,
-        in_flight=in_flight,
-        refused=0,
-        images=images,
-        spent_usd=from_micros(spent),
-        reserved_usd=from_micros(reserved),
-        estimated_usd=from_micros(est_settled),
-        usd_per_image=from_micros(act_settled // images) if images else None,
-        estimate_error_usd=from_micros(err),
-        estimate_error_pct=(Decimal(err * 100) / Decimal(est_settled)).quantize(Decimal("0.01"))
-        if est_settled
-        else None,
-        mean_abs_error_usd=from_micros(abs_err // settled) if settled else None,
-        avg_latency_s=round(latency_sum / settled, 6) if settled else None,
-    )
-    return row

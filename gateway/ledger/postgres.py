@@ -35,7 +35,8 @@ from psycopg import errors as pg_errors
 from psycopg import sql as pg_sql
 
 from ..errors import ConfigError
-from ._sql import _COUNTER_COLS, Query, SqlLedger
+from ._reads import _COUNTER_COLS, Query
+from ._sql import SqlLedger
 from .migrations import migrate
 from .store import CounterKey, Usage, to_us
 

@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError
-from ._sql import Query, SqlLedger
+from ._reads import Query
+from ._sql import SqlLedger
 from .migrations import migrate
 from .store import to_us
 
