@@ -33,8 +33,6 @@ TEAM = Budget(id="eng-day", scope="team", scope_value="eng", period="day", limit
 ORG = Budget(id="org-month", scope="org", scope_value="*", period="month", limit_usd=Decimal("1000"))
 BARRIER_S = 120.0
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(params=STORES)
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
