@@ -90,8 +90,9 @@ def test_planted_secrets_reach_no_span_log_record_file_or_error(
     with Gateway(settings, telemetry=telemetry, sleep=lambda _s: None) as gw:
         ok = [gw.generate("a red fox in snow", provider=p, team="ml") for p in ("bedrock", "replicate")]
         evidence += [json.dumps(r.to_dict()) for r in ok]
-        rep.inject("prediction_failed", error=f"bad input; echo Authorization: Bearer {TOKEN}")
-        bed.inject("content_filtered")
+        # Every create fails from now on (a route may fall back to another model of the same provider).
+        rep.inject("prediction_failed", times=50, error=f"bad input; echo Authorization: Bearer {TOKEN}")
+        bed.inject("content_filtered", times=50)
         for provider in ("replicate", "bedrock"):
             with pytest.raises(GatewayError) as err:
                 gw.generate(f"a fox, key {AWS_SECRET}", provider=provider)  # a secret pasted into a prompt
