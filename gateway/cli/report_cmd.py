@@ -63,6 +63,12 @@ def _ledger_url(ledger: str | None, config: str | None) -> str:
     default=None,
     help="What to print (default: all; CSV prints one table, spend unless 'budgets').",
 )
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write the cost and audit views as one self-contained HTML file (opens offline).",
+)
 def report(
     ledger: str | None,
     config: str | None,
@@ -71,6 +77,7 @@ def report(
     until: dt.datetime | None,
     fmt: str,
     section: str | None,
+    html_path: str | None,
 ) -> None:
     """Spend by team, project, use case, user, provider, model or day, and budgets in their window.
 
@@ -101,3 +108,7 @@ def report(
         "table": lambda: render_table(data, section or "all"),
     }
     click.echo(renderers[fmt](), nl=False)
+    if html_path:
+        from ..dashboard.report import write_report_for_cli
+
+        click.echo(f"wrote {write_report_for_cli(html_path, url, config, start, end)}", err=True)
