@@ -163,7 +163,7 @@ class Route:
         return f"{self.provider}/{self.card.id}"
 
     def lifecycle(self, today: dt.date) -> str:
-        """"active", "legacy" or "end_of_life" as of ``today`` (an EOL date in the past wins)."""
+        """The state as of ``today``: active, legacy or end_of_life (an EOL date in the past wins)."""
         if self.card.status == "end_of_life" or (self.card.end_of_life and today >= self.card.end_of_life):
             return "end_of_life"
         return self.card.status

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,8 +40,8 @@ from .errors import (
     AuditWriteError,
     AuthenticationError,
     BackendError,
-    BadResponse,
     BackendTimeout,
+    BadResponse,
     BudgetExceeded,
     GatewayError,
     InvalidRequestError,
@@ -53,9 +54,9 @@ from .outputs import OutputStep, Processed
 from .retry import RetryPolicy
 from .routing import (
     CircuitBreaker,
+    RoutePlan,
     RouteStats,
     RoutingOptions,
-    RoutePlan,
     default_stats_path,
     env_today,
     plan_routes,
@@ -72,8 +73,9 @@ T = TypeVar("T")
 _CONTEXT_FIELDS = frozenset(Context.model_fields)
 
 # Errors after which another route may be tried: the call was not accepted, the route is broken for
-# us (bad credentials), or it answered with something unusable (a failed prediction, a bad file). A content filter or an invalid request is the request's problem: trying
-# elsewhere would be shopping for a more permissive provider, so it stops.
+# us (bad credentials), or it answered with something unusable (a failed prediction, a bad file).
+# A content filter or an invalid request is the request's problem: trying elsewhere would be
+# shopping for a more permissive provider, so it stops.
 FALLBACK_ON: tuple[type[BackendError], ...] = (AuthenticationError, BackendTimeout, BadResponse)
 
 
@@ -253,6 +255,7 @@ class _Core:
             stats=self.stats,
             breaker=self.breaker,
             backend_check=self._check,
+            expected_seconds=self.ledger.expected_seconds,
         )
 
     # -------------------------------------------------------------- evidence helpers
@@ -302,6 +305,60 @@ class _Core:
                 # A backend refused the request as asked (e.g. a prompt tiny-digits cannot draw).
                 raise InvalidRequestError(msg)
             raise NoEligibleRoute(msg)
+
+    # -------------------------------------------------------------- money (the stores' calls)
+
+    def reserve(self, run: _Run, route: Route, estimate: Decimal) -> Reservation:
+        """Reserve for this attempt. A fallback gets its own ledger id (``{request_id}.{n}``): each
+        attempt's money is reserved, settled or released on its own."""
+        d, n = run.plan.decision, len(run.attempts)
+        return self.ledger.reserve(
+            request_id=run.plan.request_id if n == 0 else f"{run.plan.request_id}.{n}",
+            context=run.plan.context,
+            budgets=d.budgets,
+            rate_limits=d.rate_limits,
+            amount_usd=estimate,
+            route_key=route.key,
+            now=self.clock(),
+        )
+
+    def settle_ok(self, res: Reservation, route: Route, result: BackendResult, cost: Decimal) -> None:
+        u = result.usage
+        self.ledger.settle(
+            res,
+            actual_usd=cost,
+            provider=route.provider,
+            model=route.model,
+            images=u.images,
+            latency_s=u.elapsed_s,
+            billed_seconds=u.predict_time_s,
+            now=self.clock(),
+        )
+
+    def settle_failure(self, res: Reservation, exc: BackendError, route: Route) -> None:
+        """A timed-out create may still be billed: keep its estimate as spent; release anything else."""
+        if isinstance(exc, BackendTimeout):
+            self.ledger.settle(
+                res,
+                actual_usd=res.amount_usd,
+                provider=route.provider,
+                model=route.model,
+                images=0,
+                latency_s=0.0,
+                now=self.clock(),
+            )
+        else:
+            self.ledger.release(res, reason=type(exc).__name__, now=self.clock())
+
+    def release_cancelled(self, res: Reservation) -> None:
+        self.ledger.release(res, reason="cancelled", now=self.clock())
+
+    def budget_remaining(self, decision: Decision) -> dict[str, Decimal]:
+        """Remaining money per budget in scope, for the budget-remaining metric."""
+        if not decision.budgets:
+            return {}
+        statuses = self.ledger.budget_status(decision.budgets, self.clock())
+        return {st.budget.id: st.remaining_usd for st in statuses}
 
     def attempt_failed(
         self, run: _Run, route: Route, exc: BackendError, started: float, retries: int
@@ -435,7 +492,7 @@ class Gateway:
                 result = self._execute(run)
                 seqs = core.audit.append_many(run.records)
                 result = _with_seq(result, seqs[-1])
-                trace.finish(result=result)
+                trace.finish(result=result, budget_remaining=core.budget_remaining(run.plan.decision))
                 return result
             except BaseException as exc:
                 _audit_failure(core, run, exc)
@@ -453,7 +510,7 @@ class Gateway:
             call = core.call_for(route, plan.request, plan.request_id)
             estimate = cand.estimate_usd or Decimal(0)
             with run.trace.step("ledger.reserve", route=route.key):
-                res = _reserve(core, run, route, estimate)
+                res = core.reserve(run, route, estimate)
             run.estimated = estimate
             retries = 0
 
@@ -464,16 +521,18 @@ class Gateway:
             started = time.perf_counter()
             try:
                 with run.trace.attempt(route.provider, route.model, route.card.options.get("server_address")):
-                    result = core.retry.run(lambda c=call, r=route: core.backend(r.provider).generate(c),
-                                            sleep=core.sleep, on_retry=on_retry)  # fmt: skip
+                    backend = core.backend(route.provider)
+                    result = core.retry.run(
+                        partial(backend.generate, call), sleep=core.sleep, on_retry=on_retry
+                    )
             except BackendError as exc:
-                _settle_failure(core, res, exc, estimate, route, plan)
+                core.settle_failure(res, exc, route)
                 core.attempt_failed(run, route, exc, started, retries)
                 if _falls_back(exc):
                     continue
                 raise
             except BaseException:
-                core.ledger.release(res, reason="cancelled", now=core.clock())
+                core.release_cancelled(res)
                 raise
             cost = core.attempt_ok(run, route, result, started, retries)
             try:
@@ -488,9 +547,7 @@ class Gateway:
                         provider_watermark=route.card.provenance.watermark,
                     )
             finally:
-                core.ledger.settle(res, actual_usd=cost, provider=route.provider, model=route.model,
-                                   images=result.usage.images, latency_s=result.usage.elapsed_s,
-                                   now=core.clock())  # fmt: skip
+                core.settle_ok(res, route, result, cost)
             return core.finish(run, route, call, result, processed, cost)
         raise core.all_failed(run)
 
@@ -542,7 +599,7 @@ class AsyncGateway:
                 records = run.records
                 seqs = await self._store(core.audit.blocking_io, lambda: core.audit.append_many(records))
                 result = _with_seq(result, seqs[-1])
-                trace.finish(result=result)
+                trace.finish(result=result, budget_remaining=core.budget_remaining(run.plan.decision))
                 return result
             except BaseException as exc:
                 _audit_failure(core, run, exc)
@@ -561,7 +618,7 @@ class AsyncGateway:
             call = core.call_for(route, plan.request, plan.request_id)
             estimate = cand.estimate_usd or Decimal(0)
             with run.trace.step("ledger.reserve", route=route.key):
-                res = await self._store(blocking, lambda r=route, e=estimate: _reserve(core, run, r, e))
+                res = await self._store(blocking, partial(core.reserve, run, route, estimate))
             run.estimated = estimate
             retries = 0
 
@@ -574,21 +631,16 @@ class AsyncGateway:
             try:
                 with run.trace.attempt(route.provider, route.model, route.card.options.get("server_address")):
                     result = await core.retry.arun(
-                        lambda c=call, b=backend: b.agenerate(c), sleep=core.asleep, on_retry=on_retry
+                        partial(backend.agenerate, call), sleep=core.asleep, on_retry=on_retry
                     )
             except BackendError as exc:
-                await self._store(blocking, lambda e=exc, r=route, est=estimate, rs=res:  # type: ignore[misc]
-                                  _settle_failure(core, rs, e, est, r, plan))  # fmt: skip
+                await self._store(blocking, partial(core.settle_failure, res, exc, route))
                 core.attempt_failed(run, route, exc, started, retries)
                 if _falls_back(exc):
                     continue
                 raise
             except BaseException:  # cancellation included: give the money back, then propagate
-                await asyncio.shield(
-                    self._store(
-                        blocking, lambda rs=res: core.ledger.release(rs, reason="cancelled", now=core.clock())
-                    )
-                )
+                await asyncio.shield(self._store(blocking, partial(core.release_cancelled, res)))
                 raise
             cost = core.attempt_ok(run, route, result, started, retries)
             try:
@@ -604,9 +656,7 @@ class AsyncGateway:
                         provider_watermark=route.card.provenance.watermark,
                     )
             finally:
-                await self._store(blocking, lambda r=route, rs=res, c=cost, u=result.usage: core.ledger.settle(
-                    rs, actual_usd=c, provider=r.provider, model=r.model, images=u.images,
-                    latency_s=u.elapsed_s, now=core.clock()))  # fmt: skip
+                await self._store(blocking, partial(core.settle_ok, res, route, result, cost))
             return core.finish(run, route, call, result, processed, cost)
         raise core.all_failed(run)
 
@@ -636,33 +686,6 @@ def _default_telemetry(s: Settings) -> Telemetry:
 
         tp = TracerProvider()
     return Telemetry(tp, mp, capture_prompt=bool(s.telemetry.get("capture_prompt", False)))
-
-
-def _reserve(core: _Core, run: _Run, route: Route, estimate: Decimal) -> Reservation:
-    """Reserve for this attempt. A fallback gets its own ledger id (``{request_id}.{n}``): each
-    attempt's money is reserved, settled or released on its own."""
-    d = run.plan.decision
-    n = len(run.attempts)
-    return core.ledger.reserve(
-        request_id=run.plan.request_id if n == 0 else f"{run.plan.request_id}.{n}",
-        context=run.plan.context,
-        budgets=d.budgets,
-        rate_limits=d.rate_limits,
-        amount_usd=estimate,
-        route_key=route.key,
-        now=core.clock(),
-    )
-
-
-def _settle_failure(
-    core: _Core, res: Reservation, exc: BackendError, estimate: Decimal, route: Route, plan: Plan
-) -> None:
-    """A timed-out create may still be billed: keep its estimate as spent. Anything else is released."""
-    if isinstance(exc, BackendTimeout):
-        core.ledger.settle(res, actual_usd=estimate, provider=route.provider, model=route.model, images=0,
-                           latency_s=0.0, now=core.clock())  # fmt: skip
-    else:
-        core.ledger.release(res, reason=type(exc).__name__, now=core.clock())
 
 
 def _audit_failure(core: _Core, run: _Run, exc: BaseException) -> None:

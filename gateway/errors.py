@@ -86,7 +86,7 @@ class BudgetExceeded(GatewayError):
         super().__init__(message)
 
 
-class RateLimitExceeded(BudgetExceeded):  # noqa: N818 - named like its parent
+class RateLimitExceeded(BudgetExceeded):
     """A request-count limit (``RateLimit``) for the scope is used up for the current window.
 
     A subclass of :class:`BudgetExceeded` so callers that stop on budgets stop on it too (exit code 4);

@@ -300,20 +300,29 @@ def plan_routes(
     stats: RouteStats | None = None,
     breaker: CircuitBreaker | None = None,
     backend_check: Callable[[Route, ImageRequest], str | None] | None = None,
+    expected_seconds: Callable[[str], float | None] | None = None,
 ) -> RoutePlan:
-    """Filter and rank ``catalog`` for ``request`` under ``decision``'s constraints."""
+    """Filter and rank ``catalog`` for ``request`` under ``decision``'s constraints.
+
+    ``expected_seconds(route_key)`` gives billed-time history (the ledger's) for time-billed routes;
+    without it, the observed latency or the card's conservative default is used.
+    """
     opts = options or RoutingOptions()
     out: list[Candidate] = []
     for route in catalog:
         x = RoutingInput(route, request, decision.constraints, today)
-        stage, reason = next(((st, r) for st, rule in ELIGIBILITY if (r := rule(x)) is not None), (None, None))
+        stage, reason = next(
+            ((st, r) for st, rule in ELIGIBILITY if (r := rule(x)) is not None), (None, None)
+        )
         est: Decimal | None = None
         latency = stats.latency(route.key) if stats else None
         if latency is None:
             latency = route.card.pricing.expected_seconds
         if reason is None:
             try:
-                hist = latency if route.card.pricing.unit != "image" else None
+                hist = None
+                if route.card.pricing.unit != "image":
+                    hist = (expected_seconds(route.key) if expected_seconds else None) or latency
                 est = estimate_cost(route, request, hist)
             except ValueError as exc:
                 stage, reason = "capability", str(exc)
@@ -340,7 +349,9 @@ def rank(candidates: list[Candidate], opts: RoutingOptions) -> list[Candidate]:
         return c.expected_latency_s if c.expected_latency_s is not None else math.inf
 
     def priority(c: Candidate) -> int:
-        return next((i for i, g in enumerate(opts.priority) if fnmatchcase(c.route.key, g)), len(opts.priority))
+        return next(
+            (i for i, g in enumerate(opts.priority) if fnmatchcase(c.route.key, g)), len(opts.priority)
+        )
 
     def weighted(c: Candidate) -> float:
         costs = [cost(x) for x in candidates]

@@ -7,7 +7,6 @@ test can download weights; AWS_BEARER_TOKEN_BEDROCK is removed because it switch
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,10 @@ POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "postgresql://postgre
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "gateway-home"
     monkeypatch.setenv("GATEWAY_HOME", str(home))
-    yield home
+    return home
 
 
 def postgres_available() -> bool:

@@ -83,7 +83,7 @@ def test_budget_exceeded_exits_4(tmp_path: Path, capsys: pytest.CaptureFixture[s
     pol = tmp_path / "b.yaml"
     pol.write_text("version: 1\nrules:\n  - id: zero\n    kind: budget\n    scope: org\n    period: day\n"
                    "    limit_usd: '0'\n")  # fmt: skip
-    code, out, err = run(["generate", "seven", "--policy", str(REPO / "policies/default.yaml"),
+    code, _, err = run(["generate", "seven", "--policy", str(REPO / "policies/default.yaml"),
                           "--policy", str(pol)], capsys)  # fmt: skip
     assert code == 4, err
     assert "zero" in err
@@ -91,7 +91,9 @@ def test_budget_exceeded_exits_4(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_bad_policy_file_is_file_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pol = tmp_path / "bad.yaml"
-    pol.write_text("version: 1\nrules:\n  - id: x\n    kind: blocklist\n    terms: nope-not-a-list\n    bogus: 1\n")
+    pol.write_text(
+        "version: 1\nrules:\n  - id: x\n    kind: blocklist\n    terms: nope-not-a-list\n    bogus: 1\n"
+    )
     code, _, err = run(["generate", "seven", "--policy", str(pol)], capsys)
     assert code == 2
     assert f"{pol}:" in err and "Traceback" not in err

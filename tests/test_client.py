@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -85,12 +84,6 @@ def make(settings: Settings, cat: Catalog, backends: dict[str, Any], **kw: Any) 
                    sleep=SLEPT.append, asleep=_asleep, **kw)  # fmt: skip
 
 
-@pytest.fixture
-def policy_file(tmp_path: Path) -> Iterator[Path]:
-    p = tmp_path / "team.yaml"
-    yield p
-
-
 def test_success_leaves_cost_audit_trace_and_provenance(settings: Settings) -> None:
     rec = Recorder()
     with make(settings, catalog(a="0.02"), {"a": MockBackend(rec)}) as gw:
@@ -129,9 +122,9 @@ def test_rate_limit_is_retried_on_the_same_route(settings: Settings) -> None:
 def test_content_filter_does_not_shop_for_another_provider(settings: Settings) -> None:
     filt = Recorder(ContentFiltered("blocked", provider="a"), fail=99)
     other = Recorder()
-    with make(settings, catalog(a="0.01", b="0.02"), {"a": MockBackend(filt), "b": MockBackend(other)}) as gw:
-        with pytest.raises(ContentFiltered):
-            gw.generate("a boat")
+    backends = {"a": MockBackend(filt), "b": MockBackend(other)}
+    with make(settings, catalog(a="0.01", b="0.02"), backends) as gw, pytest.raises(ContentFiltered):
+        gw.generate("a boat")
     assert filt.calls == 1 and other.calls == 0
 
 
@@ -149,9 +142,7 @@ def test_all_routes_failing_is_providers_failed_and_releases_money(settings: Set
 
 def test_policy_denial_never_reaches_a_backend(settings: Settings, tmp_path: Path) -> None:
     pol = tmp_path / "deny.yaml"
-    pol.write_text(
-        "version: 1\nrules:\n  - id: no-boats\n    kind: blocklist\n    terms: [boat]\n"
-    )
+    pol.write_text("version: 1\nrules:\n  - id: no-boats\n    kind: blocklist\n    terms: [boat]\n")
     rec = Recorder()
     s = settings.model_copy(update={"policies": (pol,)})
     with make(s, catalog(a="0.01"), {"a": MockBackend(rec)}) as gw:
@@ -238,8 +229,10 @@ def test_async_gateway_runs_concurrently(settings: Settings) -> None:
 
 def test_async_cancellation_releases_the_reservation(settings: Settings, tmp_path: Path) -> None:
     pol = tmp_path / "budget.yaml"
-    pol.write_text("version: 1\nrules:\n  - id: b\n    kind: budget\n    scope: org\n    period: total\n"
-                   "    limit_usd: '0.01'\n")
+    pol.write_text(
+        "version: 1\nrules:\n  - id: b\n    kind: budget\n    scope: org\n    period: total\n"
+        "    limit_usd: '0.01'\n"
+    )
     s = settings.model_copy(update={"policies": (pol,)})
     ev: asyncio.Event | None = None
 

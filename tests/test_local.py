@@ -73,8 +73,9 @@ def test_every_scheduler_draws(scheduler: str, backend: LocalBackend) -> None:
     assert len(res.images) == 2
     assert res.metadata["scheduler"] == scheduler
     assert res.metadata["native_size"] == [16, 16] and res.metadata["upscaled"] is True
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     assert Image.open(io.BytesIO(res.images[0])).size == (64, 96)
 

@@ -33,12 +33,14 @@ def card(mid: str, *, usd: str = "0.01", indemnity: str = "none", commercial: bo
 
 
 def catalog(*models: dict[str, object], provider: str = "p") -> Catalog:
-    return Catalog([ProviderCard(provider=provider, name=provider, models=tuple(ModelCard(**m) for m in models))])
+    return Catalog(
+        [ProviderCard(provider=provider, name=provider, models=tuple(ModelCard(**m) for m in models))]
+    )
 
 
 def plan(cat: Catalog, req: ImageRequest | None = None, constraints: RouteConstraints | None = None, **kw):  # type: ignore[no-untyped-def]
-    return plan_routes(cat, req or ImageRequest(prompt="x"), Decision(True, constraints=constraints or RouteConstraints()),
-                       today=TODAY, now=0.0, **kw)  # fmt: skip
+    decision = Decision(True, constraints=constraints or RouteConstraints())
+    return plan_routes(cat, req or ImageRequest(prompt="x"), decision, today=TODAY, now=0.0, **kw)
 
 
 def test_cheapest_ranks_by_estimate_then_key() -> None:

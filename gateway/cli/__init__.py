@@ -18,12 +18,20 @@ from .. import __version__
 # name -> (module, attribute, short help). Order is the order of `gateway --help`.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "generate": ("gateway.cli.generate", "generate", "Generate images under policy, budget and audit."),
-    "explain": ("gateway.cli.generate", "explain", "Show the plan (decision, routes, cost) without spending."),
+    "explain": (
+        "gateway.cli.generate",
+        "explain",
+        "Show the plan (decision, routes, cost) without spending.",
+    ),
     "providers": ("gateway.cli.generate", "providers", "List provider cards: prices, licence, indemnity."),
     "policy": ("gateway.cli.policy_cmd", "policy", "Check policy files and print the policy JSON Schema."),
     "report": ("gateway.cli.report_cmd", "report", "Spend by team, project, use case, provider, model, day."),
     "verify": ("gateway.cli.provenance_cmd", "verify", "Verify watermark and C2PA provenance of images."),
-    "keys": ("gateway.cli.provenance_cmd", "keys", "Create signing keys (development C2PA chain, watermark key)."),
+    "keys": (
+        "gateway.cli.provenance_cmd",
+        "keys",
+        "Create signing keys (development C2PA chain, watermark key).",
+    ),
     "audit": ("gateway.cli.audit_cmd", "audit", "Verify, export or show the tamper-evident audit log."),
     "dashboard": ("gateway.cli.dashboard_cmd", "dashboard", "Serve the local cost and audit dashboard."),
 }

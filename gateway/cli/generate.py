@@ -38,8 +38,13 @@ def request_options(fn: F) -> F:
         click.option("--use-case", "use_case"),
         click.option("--user"),
         click.option("--tag", "tags", multiple=True, help="Context tag (repeatable)."),
-        click.option("--policy", "policies", multiple=True, type=click.Path(dir_okay=False),
-                     help="Policy file (repeatable; later files override earlier)."),  # fmt: skip
+        click.option(
+            "--policy",
+            "policies",
+            multiple=True,
+            type=click.Path(dir_okay=False),
+            help="Policy file (repeatable; later files override earlier).",
+        ),
         click.option("--config", type=click.Path(dir_okay=False), help="gateway.yaml"),
         click.option("--ledger", help="Ledger URL (sqlite:///path or postgresql://...)."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
@@ -116,7 +121,9 @@ def explain(**params: Any) -> None:
     for rid, why in zip(d["rule_ids"], d["reasons"], strict=False):
         click.echo(f"  {rid}: {why}")
     c = d["constraints"]
-    click.echo("constraints: " + ", ".join(f"{k}={v}" for k, v in c.items() if v not in (None, False, "none")))
+    click.echo(
+        "constraints: " + ", ".join(f"{k}={v}" for k, v in c.items() if v not in (None, False, "none"))
+    )
     click.echo(f"strategy: {data['routing']['strategy']}")
     ranked = data["routing"]["ranked"]
     for cand in data["routing"]["candidates"]:
@@ -126,6 +133,13 @@ def explain(**params: Any) -> None:
         else:
             click.echo(f"  -- {cand['route']:55s} dropped ({cand['stage']}): {cand['reason']}")
     click.echo(f"route: {data['route'] or 'none'}  estimate: ${data['estimate_usd'] or '-'}")
+
+
+_PRICE_FORMAT: dict[str, Callable[[Any], str]] = {
+    "image": lambda p: "/".join(f"${t.usd}" for t in p.per_image) + " per image",
+    "second": lambda p: f"${p.usd_per_second}/s ({p.hardware})",
+    "hour": lambda p: f"${p.usd_per_hour}/h ({p.hardware})",
+}
 
 
 @click.command()
@@ -143,11 +157,7 @@ def providers(config: str | None, as_json: bool) -> None:
     rows = []
     for r in catalog:
         p = r.card.pricing
-        price = {
-            "image": lambda: "/".join(f"${t.usd}" for t in p.per_image) + " per image",
-            "second": lambda: f"${p.usd_per_second}/s ({p.hardware})",
-            "hour": lambda: f"${p.usd_per_hour}/h ({p.hardware})",
-        }[p.unit]()
+        price = _PRICE_FORMAT[p.unit](p)
         rows.append({
             "route": r.key, "status": r.lifecycle(today), "price": price,
             "licence": r.card.licence.name.split(";")[0][:28],

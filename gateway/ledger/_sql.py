@@ -48,7 +48,7 @@ _KEY_MATCH = "(period = ? AND window_start = ? AND scope = ? AND scope_value = ?
 _PRUNE_AFTER_US = 2 * DAY_US  # minute/hour counters only serve rate limits of the current window
 
 
-class NeedInit(Exception):  # noqa: N818 - control flow, never escapes the ledger
+class NeedInit(Exception):
     """Raised inside a write transaction when counters must be created under a stronger lock first."""
 
     def __init__(self, keys: set[CounterKey]) -> None:

@@ -39,12 +39,12 @@ def load_training_data() -> tuple[object, object]:
     """Digits 8x8 (0..16) -> bilinear 16x16 in [-1, 1], with their labels."""
     import numpy as np
     import torch
-    import torch.nn.functional as F
+    import torch.nn.functional as func
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     x = torch.tensor(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
-    x = F.interpolate(x, size=(SAMPLE_SIZE, SAMPLE_SIZE), mode="bilinear", align_corners=False)
+    x = func.interpolate(x, size=(SAMPLE_SIZE, SAMPLE_SIZE), mode="bilinear", align_corners=False)
     x = x * 2.0 - 1.0
     y = torch.tensor(digits.target, dtype=torch.long)
     return x, y
@@ -52,13 +52,14 @@ def load_training_data() -> tuple[object, object]:
 
 def train(out: Path, steps: int, batch: int, lr: float, seed: int, label_dropout: float) -> dict[str, object]:
     import torch
-    import torch.nn.functional as F
+    import torch.nn.functional as func
     from diffusers import DDPMScheduler, UNet2DModel
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x, y = load_training_data()
-    assert isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
+    assert isinstance(x, torch.Tensor)
+    assert isinstance(y, torch.Tensor)
     model = UNet2DModel(**unet_config())  # type: ignore[arg-type]
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
@@ -82,7 +83,7 @@ def train(out: Path, steps: int, batch: int, lr: float, seed: int, label_dropout
         t = torch.randint(0, 1000, (batch,), generator=gen)
         noisy = sched.add_noise(clean, noise, t)
         pred = model(noisy, t, class_labels=labels).sample
-        loss = F.mse_loss(pred, noise)
+        loss = func.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -92,7 +93,7 @@ def train(out: Path, steps: int, batch: int, lr: float, seed: int, label_dropout
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.mul_(decay).add_(pm.detach(), alpha=1 - decay)
-        loss_val = float(loss)
+        loss_val = float(loss.detach())
         if step % 100 == 0 or step == steps - 1:
             print(f"step {step:5d}/{steps} loss {loss_val:.4f} {time.perf_counter() - t0:7.1f}s", flush=True)
     elapsed = time.perf_counter() - t0
