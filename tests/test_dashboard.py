@@ -159,7 +159,7 @@ def test_stores_refuse_writes_at_the_connection(seeded: Seeded) -> None:
     try:
         with pytest.raises(UsageError, match="read-only"):
             led.reconcile(dt.datetime.now(dt.UTC))
-        with pytest.raises(sqlite3.OperationalError, match="readonly|read-only|query_only"):
+        with pytest.raises(sqlite3.OperationalError, match=r"readonly|read-only|query_only"):
             led._read(lambda q: q("DELETE FROM ledger_requests", ()))
         with pytest.raises(AuditWriteError, match="read-only"):
             audit.append({"event": "request"})
@@ -303,7 +303,7 @@ def test_report_html_via_cli_is_self_contained(
     assert "default-src 'none'" in unescape(csp.group(1))
     with open_ledger(seeded.ledger_url) as led:
         total = led.report(by=[])[0]["spent_usd"]
-    assert ('data-metric="spent_usd" data-value="{}"'.format(total)) in html
+    assert (f'data-metric="spent_usd" data-value="{total}"') in html
     anchors = set(re.findall(r'id="rec-(\d+)"', html))
     links = set(re.findall(r'href="#rec-(\d+)"', html))
     assert links
@@ -323,7 +323,7 @@ def test_report_writer_honours_the_window(seeded: Seeded, tmp_path: Path) -> Non
     )
     with open_ledger(seeded.ledger_url) as led:
         total = led.report(by=[], since=since)[0]["spent_usd"]
-    assert ('data-metric="spent_usd" data-value="{}"'.format(total)) in path.read_text()
+    assert (f'data-metric="spent_usd" data-value="{total}"') in path.read_text()
 
 
 def test_cli_dashboard_serves_on_loopback_and_refuses_open_binds(seeded: Seeded) -> None:

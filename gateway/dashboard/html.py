@@ -74,10 +74,9 @@ dl.kv dd{margin:0;overflow-wrap:anywhere}
 """
 STYLE_HASH = "sha256-" + base64.b64encode(hashlib.sha256(CSS.encode()).digest()).decode()
 #: No script, no frames, no outside fetches; the inline stylesheet by hash; SVG marks need no more.
-CSP = (
-    f"default-src 'none'; style-src '{STYLE_HASH}'; img-src data:; form-action 'self'; "
-    "base-uri 'none'; frame-ancestors 'none'"
-)
+META_CSP = f"default-src 'none'; style-src '{STYLE_HASH}'; img-src data:; form-action 'self'; base-uri 'none'"
+#: The header adds what a <meta> policy cannot carry (browsers ignore frame-ancestors there, loudly).
+CSP = META_CSP + "; frame-ancestors 'none'"
 REPORT_CSP = f"default-src 'none'; style-src '{STYLE_HASH}'; img-src data:; base-uri 'none'"
 
 
@@ -152,7 +151,7 @@ NAV = (("/", "cost", "Cost"), ("/audit", "audit", "Audit"), ("/providers", "prov
 
 
 def shell(
-    title: str, body: str, *, active: str, generated: dt.datetime, nav: bool = True, csp: str = CSP
+    title: str, body: str, *, active: str, generated: dt.datetime, nav: bool = True, csp: str = META_CSP
 ) -> str:
     """The whole document. ``nav=False`` for the offline report (its links would lead nowhere)."""
     links = ""
@@ -177,6 +176,7 @@ def shell(
 __all__ = [
     "CSP",
     "CSS",
+    "META_CSP",
     "REPORT_CSP",
     "badge",
     "e",

@@ -375,27 +375,22 @@ def providers_view(src: Sources, window: Window) -> list[RouteView]:
     if src.ledger is not None:
         for r in src.ledger.report(by=["route"], since=window.since, until=window.until):
             spend[str(r["route"])] = _spent(r)
-    by_route: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_route: dict[str, list[tuple[str, str, float | None]]] = defaultdict(list)
     if src.audit is not None:
-        for rec in src.audit.events(["attempt"], audit_filter(window, {})):
-            key = rec.get("route_key") or f"{rec.get('provider')}/{rec.get('model')}"
-            by_route[str(key)].append(rec)
+        for ts, route, outcome, latency in src.audit.attempts(audit_filter(window, {})):
+            by_route[route].append((ts, outcome, latency))
     breaker = CircuitBreaker(src.breaker_threshold, src.breaker_cooldown_s)
     now_s = to_us(window.now) / 1e6
     out = []
     for route in sorted(set(by_route) | set(stats) | set(spend)):
         recs = by_route.get(route, [])
-        ok_lat = [
-            float(r["latency_s"]) for r in recs if r.get("outcome") == "ok" and r.get("latency_s") is not None
-        ]
-        errors = Counter(str(r.get("outcome")) for r in recs if r.get("outcome") != "ok")
-        for r in recs:
-            t = iso_us(str(r["ts"])) / 1e6
-            if r.get("outcome") == "ok":
+        ok_lat = [lat for _, outcome, lat in recs if outcome == "ok" and lat is not None]
+        failed = [(ts, outcome) for ts, outcome, _ in recs if outcome != "ok"]
+        for ts, outcome, _ in recs:
+            if outcome == "ok":
                 breaker.record_success(route)
             else:
-                breaker.record_failure(route, t)
-        failed = [r for r in recs if r.get("outcome") != "ok"]
+                breaker.record_failure(route, iso_us(ts) / 1e6)
         snap = breaker.snapshot(now_s).get(route, {"failures": 0})
         ewma = stats.get(route, {})
         out.append(
@@ -403,15 +398,15 @@ def providers_view(src: Sources, window: Window) -> list[RouteView]:
                 route=route,
                 attempts=len(recs),
                 ok=len(recs) - len(failed),
-                errors=dict(errors),
+                errors=dict(Counter(outcome for _, outcome in failed)),
                 p50_s=_pct(ok_lat, 0.5),
                 p95_s=_pct(ok_lat, 0.95),
                 ewma_s=ewma.get("latency_s"),
                 ewma_n=int(ewma.get("n", 0)),
                 breaker=breaker.state(route, now_s),
                 consecutive_failures=int(snap["failures"]),
-                last_error=str(failed[-1].get("outcome")) if failed else "",
-                last_seen=str(recs[-1]["ts"]) if recs else "",
+                last_error=failed[-1][1] if failed else "",
+                last_seen=recs[-1][0] if recs else "",
                 spent_usd=spend.get(route, Decimal(0)),
             )
         )
