@@ -152,7 +152,14 @@ class Seeded:
 
 
 def seed(
-    home: Path, *, n: int = 300, end: dt.datetime | None = None, days: int = 9, rng_seed: int = 7
+    home: Path,
+    *,
+    n: int = 300,
+    end: dt.datetime | None = None,
+    days: int = 9,
+    rng_seed: int = 7,
+    ledger_url: str | None = None,
+    audit_url: str | None = None,
 ) -> Seeded:
     """Run ``n`` requests through a real Gateway; returns where the stores are and what happened."""
     end = (end or dt.datetime.now(dt.UTC)).replace(microsecond=0)
@@ -160,8 +167,8 @@ def seed(
     policy = home.parent / "dashboard-policy.yaml"
     home.mkdir(parents=True, exist_ok=True)
     policy.write_text(POLICY)
-    ledger_url = f"sqlite:///{home / 'ledger.db'}"
-    audit_url = f"sqlite:///{home / 'audit.db'}?synchronous=normal"
+    ledger_url = ledger_url or f"sqlite:///{home / 'ledger.db'}"
+    audit_url = audit_url or f"sqlite:///{home / 'audit.db'}?synchronous=normal"
     settings = Settings(
         home=home,
         policies=(policy,),
@@ -216,7 +223,7 @@ def seed(
     return Seeded(
         home,
         ledger_url,
-        audit_url.split("?")[0],
+        audit_url.split("?")[0] if audit_url.startswith("sqlite") else audit_url,
         home / "checkpoints",
         start,
         clock.t,

@@ -423,3 +423,47 @@ def test_grafana_dashboard_queries_only_metrics_the_sdk_emits(tmp_path: Path) ->
         "gateway_policy_denials",
         "gen_ai_client_operation_duration",
     } <= used
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.mark.postgres
+def test_postgres_stores_read_only_with_the_same_totals(postgres_url: str, tmp_path: Path) -> None:
+    """The same pages over PostgreSQL: totals equal the ledger's, the chain verifies, and the session
+    is read-only at the server (a write is refused by PostgreSQL itself, not by our code)."""
+    import uuid
+
+    import psycopg
+
+    from gateway.audit import open_audit
+
+    tag = uuid.uuid4().hex[:8]
+    sep = "&" if "?" in postgres_url else "?"
+    ledger_url = f"{postgres_url}{sep}schema=dash_{tag}"
+    audit_url = f"{postgres_url}{sep}table_prefix=dash_{tag}_"
+    try:
+        s = seed(tmp_path / "home", n=40, ledger_url=ledger_url, audit_url=audit_url)
+        src = open_sources(ledger_url, audit_url, checkpoint_dir=s.checkpoints)
+        assert src.notices == []
+        app = create_app(src, clock=lambda: s.end + dt.timedelta(seconds=1))
+        html = get(app, "/?range=all").body.decode()
+        with open_ledger(ledger_url) as led:
+            totals = led.report(by=[])[0]
+        assert ('data-metric="spent_usd" data-value="{}"'.format(totals["spent_usd"])) in html
+        listing = get(app, "/audit?range=all").body.decode()
+        assert 'data-verified="true"' in listing
+        assert 'data-record-ok="true"' in get(app, "/audit/2").body.decode()
+        assert "data-route=" in get(app, "/providers?range=all").body.decode()
+        assert src.ledger is not None and src.audit is not None
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            src.ledger._read(lambda q: q("DELETE FROM ledger_requests", ()))
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            src.audit.q("INSERT INTO {t}(seq, entry_hash, body) VALUES (999999, 'x', 'y')")
+        src.close()
+    finally:
+        with open_ledger(ledger_url) as led:
+            led.drop_schema()  # type: ignore[attr-defined]
+        audit = open_audit(audit_url, checkpoint_dir=tmp_path / "home" / "checkpoints")
+        audit.drop()  # type: ignore[attr-defined]
+        audit.close()
