@@ -268,9 +268,9 @@ def providers_sections(routes: Sequence[RouteView]) -> str:
         ("ok", "n"),
         ("error rate", "n"),
         ("errors", ""),
-        ("p50", "n"),
-        ("p95", "n"),
-        ("EWMA latency", "n"),
+        ("call p50", "n"),
+        ("call p95", "n"),
+        ("provider EWMA", "n"),
         ("breaker", ""),
         ("last attempt", ""),
         ("spent", "n"),
@@ -278,9 +278,10 @@ def providers_sections(routes: Sequence[RouteView]) -> str:
     err = [(r.route, r.error_rate, f"{r.error_rate:.1%}") for r in routes if r.attempts]
     lat = [(r.route, r.p95_s, seconds(r.p95_s)) for r in routes if r.p95_s is not None]
     note = (
-        '<p class="muted">Latency and errors come from the audit log\'s attempt records; EWMA from '
-        "route_stats.json; the breaker state is replayed from the attempts with the configured threshold "
-        "and cool-down (each process keeps its own breaker).</p>"
+        "<p class=\"muted\">Call latency and errors come from the audit log's attempt records (the gateway's "
+        "wall time per attempt); the EWMA of provider-reported time from route_stats.json; the breaker "
+        "state is replayed from the attempts with the configured threshold and cool-down (each process "
+        "keeps its own breaker).</p>"
     )
     return (
         f'<section id="routes"><h2>Routes</h2>{table(headers, rows)}{note}</section>'
