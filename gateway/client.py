@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import logging
 import secrets
 import threading
 import time
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
     from .provenance import Provenance
 
 T = TypeVar("T")
+_log = logging.getLogger("gateway.client")
 _CONTEXT_FIELDS = frozenset(Context.model_fields)
 
 # Errors after which another route may be tried: the call was not accepted, the route is broken for
@@ -443,6 +445,29 @@ class _Core:
         self.record(run, "failed", error_type="ProvidersFailed", attempts=[a.to_dict() for a in run.attempts])
         return ProvidersFailed("every eligible route failed:\n  " + "\n  ".join(lines), attempts=run.attempts)
 
+    def log_outcome(self, run: _Run, result: GenerationResult | None, exc: BaseException | None) -> None:
+        """One structured line per request (stdlib logging: the application decides where it goes;
+        ``gateway.audit.configure_logging`` renders it as JSON with trace ids and secrets scrubbed)."""
+        ctx = run.plan.context
+        fields: dict[str, Any] = {
+            "request_id": run.plan.request_id,
+            "team": ctx.team,
+            "use_case": ctx.use_case,
+            "attempts": len(run.attempts),
+        }
+        if result is not None:
+            fields.update(
+                route=f"{result.provider}/{result.model}",
+                cost_usd=str(result.cost_usd),
+                images=len(result.images),
+                latency_s=round(result.latency_s, 6),
+                audit_seq=result.audit_seq,
+            )
+            _log.info("generate ok", extra=fields)
+        else:
+            fields["error_type"] = type(exc).__name__
+            _log.warning("generate failed: %s", type(exc).__name__, extra=fields)
+
     def maybe_save_stats(self) -> None:
         now = self.monotonic()
         if now - self._last_stats_save > 5.0:
@@ -492,11 +517,14 @@ class Gateway:
                 result = self._execute(run)
                 seqs = core.audit.append_many(run.records)
                 result = _with_seq(result, seqs[-1])
-                trace.finish(result=result, budget_remaining=core.budget_remaining(run.plan.decision))
+                remaining = core.budget_remaining(run.plan.decision)
+                trace.finish(result=result, budget_remaining=remaining)
+                core.log_outcome(run, result, None)
                 return result
             except BaseException as exc:
                 _audit_failure(core, run, exc)
                 trace.finish(error=exc)
+                core.log_outcome(run, None, exc)
                 raise
             finally:
                 core.maybe_save_stats()
@@ -599,11 +627,14 @@ class AsyncGateway:
                 records = run.records
                 seqs = await self._store(core.audit.blocking_io, lambda: core.audit.append_many(records))
                 result = _with_seq(result, seqs[-1])
-                trace.finish(result=result, budget_remaining=core.budget_remaining(run.plan.decision))
+                remaining = core.budget_remaining(run.plan.decision)
+                trace.finish(result=result, budget_remaining=remaining)
+                core.log_outcome(run, result, None)
                 return result
             except BaseException as exc:
                 _audit_failure(core, run, exc)
                 trace.finish(error=exc)
+                core.log_outcome(run, None, exc)
                 raise
             finally:
                 core.maybe_save_stats()

@@ -129,7 +129,9 @@ def configure_logging(
 
 def _configure_stdlib(level: int, stream: IO[str] | None, processors: list[Processor]) -> None:
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors[:-2]],
+        # ExtraAdder: the SDK logs through stdlib ``logging`` with ``extra=`` fields (a library must not
+        # configure output); those fields become keys of the JSON line here.
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder(), *processors[:-2]],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *processors[-2:]],
     )
     handler = _LazyStreamHandler(stream)

@@ -55,7 +55,13 @@ def request_options(fn: F) -> F:
 
 
 def _settings(params: dict[str, Any]) -> Any:
+    import os
+
+    from ..audit import configure_logging
     from ..config import Settings
+
+    # JSON log lines on stderr (stdout is reserved for --json results); GATEWAY_LOG_LEVEL=INFO for more.
+    configure_logging(os.environ.get("GATEWAY_LOG_LEVEL", "WARNING"))
 
     overrides: dict[str, Any] = {"ledger_url": params.get("ledger")}
     if params.get("policies"):
