@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -183,6 +181,7 @@ def export_cmd(
 ) -> None:
     """Write records as JSON Lines: each record as stored plus seq, ts, prev_hash and entry_hash."""
     from ..audit.canonical import canonical_json
+    from ..types import atomic_writer
 
     with _open(audit_url, config, checkpoint_dir) as log:
         if out == "-":
@@ -191,20 +190,11 @@ def export_cmd(
             sys.stdout.flush()
             return
         path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                n = 0
-                for record in log.iter_records(since_seq):
-                    fh.write(canonical_json(record) + "\n")
-                    n += 1
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        n = 0
+        with atomic_writer(path, "w") as fh:
+            for record in log.iter_records(since_seq):
+                fh.write(canonical_json(record) + "\n")
+                n += 1
     click.echo(f"exported {n} records to {path}", err=True)
 
 
