@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "Gateway": "gateway.client",
     "AsyncGateway": "gateway.client",
-    "Plan": "gateway.client",
+    "Plan": "gateway.core",
     "Settings": "gateway.config",
     "ImageRequest": "gateway.types",
     "Context": "gateway.types",
@@ -50,8 +50,9 @@ if TYPE_CHECKING:
     from .backends.base import Backend, BackendCall, BackendResult, Usage
     from .backends.mock import MockBackend
     from .backends.registry import register_backend
-    from .client import AsyncGateway, Gateway, Plan
+    from .client import AsyncGateway, Gateway
     from .config import Settings
+    from .core import Plan
     from .errors import (
         AuditWriteError,
         BackendError,

@@ -1,0 +1,532 @@
+"""The request core: planning (pure) and the bookkeeping around each attempt.
+
+Everything the sync and async shells in :mod:`gateway.client` share lives here, so the shells differ
+only in how they wait on the backend, the stores and the CPU-bound output step (httpx's design: one
+pure core, thin I/O twins). Nothing in this module waits on I/O except the store calls the shells
+schedule through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .backends.base import Backend, BackendCall, BackendResult
+from .backends.registry import create_backend
+from .catalog import Catalog, Route
+from .config import Settings
+from .errors import (
+    AuditWriteError,
+    AuthenticationError,
+    BackendError,
+    BackendTimeout,
+    BadResponse,
+    BudgetExceeded,
+    GatewayError,
+    InvalidRequestError,
+    NoEligibleRoute,
+    PolicyDenied,
+    ProvidersFailed,
+)
+from .ledger.pricing import actual_cost
+from .outputs import OutputStep, Processed
+from .retry import RetryPolicy
+from .routing import (
+    CircuitBreaker,
+    RoutePlan,
+    RouteStats,
+    RoutingOptions,
+    default_stats_path,
+    env_today,
+    plan_routes,
+)
+from .types import Attempt, Context, Decision, GenerationResult, ImageRequest
+
+if TYPE_CHECKING:
+    from .audit import AuditLog, RequestTrace, Telemetry
+    from .ledger import Ledger, Reservation
+    from .policy import PolicySet
+    from .provenance import Provenance
+
+T = TypeVar("T")
+_log = logging.getLogger("gateway.client")
+_CONTEXT_FIELDS = frozenset(Context.model_fields)
+
+# Errors after which another route may be tried: the call was not accepted, the route is broken for
+# us (bad credentials), or it answered with something unusable (a failed prediction, a bad file).
+# A content filter or an invalid request is the request's problem: trying elsewhere would be
+# shopping for a more permissive provider, so it stops.
+FALLBACK_ON: tuple[type[BackendError], ...] = (AuthenticationError, BackendTimeout, BadResponse)
+
+
+def _falls_back(exc: BackendError) -> bool:
+    return exc.retryable or isinstance(exc, FALLBACK_ON)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Steps 1-3 for one request: what the gateway would do, computed without I/O or spending."""
+
+    request_id: str
+    request: ImageRequest
+    context: Context
+    decision: Decision
+    routes: RoutePlan
+
+    def to_dict(self) -> dict[str, Any]:
+        ranked = self.routes.ranked
+        return {
+            "request_id": self.request_id,
+            "decision": {
+                **self.decision.to_dict(),
+                "constraints": _constraints_dict(self.decision),
+            },
+            "routing": self.routes.to_dict(),
+            "route": ranked[0].route.key if ranked else None,
+            "estimate_usd": str(ranked[0].estimate_usd) if ranked else None,
+            "seed": self.request.seed,
+        }
+
+
+def _constraints_dict(decision: Decision) -> dict[str, Any]:
+    c = decision.constraints
+    return {
+        "min_indemnity": c.min_indemnity,
+        "commercial_use_required": c.commercial_use_required,
+        "allowed_providers": c.allowed_providers,
+        "allowed_regions": c.allowed_regions,
+        "exclude_legacy": c.exclude_legacy,
+        "watermark_required": decision.provenance.watermark_required,
+        "c2pa_required": decision.provenance.c2pa_required,
+    }
+
+
+@dataclass
+class _Run:
+    """Mutable bookkeeping of one execution (attempts so far, audit records to write)."""
+
+    plan: Plan
+    trace: RequestTrace
+    started: float
+    attempts: list[Attempt] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    estimated: Decimal = Decimal(0)
+
+
+class _Core:
+    """Planning and the bookkeeping around each attempt; no waiting on I/O happens here."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        policy: PolicySet | None = None,
+        catalog: Catalog | None = None,
+        ledger: Ledger | None = None,
+        audit: AuditLog | None = None,
+        provenance: Provenance | None = None,
+        telemetry: Telemetry | None = None,
+        backends: Mapping[str, Backend] | None = None,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        asleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        from .audit import open_audit
+        from .ledger import open_ledger
+        from .policy import PolicySet
+
+        s = self.settings = settings or Settings.load()
+        s.home.mkdir(parents=True, exist_ok=True)
+        self.policy = policy or PolicySet.load(s.policy_paths)
+        self.catalog = catalog or Catalog.load(s.provider_paths)
+        self.ledger = ledger or open_ledger(s.resolved_ledger_url)
+        self.audit = audit or open_audit(s.resolved_audit_url, checkpoint_dir=s.home / "checkpoints")
+        if provenance is None:
+            from .provenance import Provenance
+
+            provenance = Provenance(s.home, s.provenance)
+        self.provenance = provenance
+        self.telemetry = telemetry or _default_telemetry(s)
+        self.outputs = OutputStep(
+            self.policy,
+            self.provenance,
+            watermark_remote=bool(s.provenance.get("watermark_remote", True)),
+            c2pa_remote=bool(s.provenance.get("c2pa_remote", True)),
+        )
+        r = s.retry
+        self.retry = retry or RetryPolicy(
+            max_attempts=r.max_attempts,
+            base_backoff_s=r.backoff_s,
+            max_backoff_s=r.max_backoff_s,
+            max_retry_after_s=r.max_retry_after_s,
+        )
+        self.routing = RoutingOptions(s.routing.strategy, s.routing.priority, s.routing.weights)
+        self.stats = RouteStats(default_stats_path(s.home))
+        self.breaker = CircuitBreaker(s.routing.breaker_threshold, s.routing.breaker_cooldown_s)
+        self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self.monotonic = monotonic
+        self.sleep, self.asleep = sleep, asleep  # injected so tests never wait on retry backoff
+        self._backends: dict[str, Backend] = dict(backends or {})
+        self._backend_lock = threading.Lock()
+        self._last_stats_save = monotonic()
+
+    # -------------------------------------------------------------- planning (pure)
+
+    def backend(self, name: str) -> Backend:
+        with self._backend_lock:
+            b = self._backends.get(name)
+            if b is None:
+                b = self._backends[name] = create_backend(name, dict(self.settings.backend_options(name)))
+            return b
+
+    def build(
+        self, prompt_or_request: str | ImageRequest, options: dict[str, Any]
+    ) -> tuple[ImageRequest, Context]:
+        ctx_fields = {k: options.pop(k) for k in list(options) if k in _CONTEXT_FIELDS}
+        context = Context.build(options.pop("context", None), **ctx_fields)
+        request = ImageRequest.build(prompt_or_request, **options)
+        if request.seed is None:
+            request = request.model_copy(update={"seed": secrets.randbelow(2**32)})
+        return request, context
+
+    def call_for(self, route: Route, request: ImageRequest, request_id: str) -> BackendCall:
+        """Fill the card's defaults into the request: what this route will actually be asked."""
+        d = route.card.defaults
+        resolved = request.model_copy(
+            update={
+                "width": request.width or d.width,
+                "height": request.height or d.height,
+                "steps": request.steps or d.steps,
+                "guidance_scale": d.guidance_scale
+                if request.guidance_scale is None
+                else request.guidance_scale,
+                "scheduler": request.scheduler or d.scheduler,
+            }
+        )
+        opts = route.card.options
+        return BackendCall(resolved, route.model, opts, self.settings.timeout_s, request_id)
+
+    def _check(self, route: Route, request: ImageRequest) -> str | None:
+        try:
+            backend = self.backend(route.provider)
+        except GatewayError as exc:
+            return str(exc)
+        return backend.check(self.call_for(route, request, ""))
+
+    def plan(
+        self, request: ImageRequest, context: Context, request_id: str | None = None, trace: Any = None
+    ) -> Plan:
+        with _step(trace, "policy"):
+            decision = self.policy.evaluate(request, context)
+        with _step(trace, "routing"):
+            routes = self._routes(request, decision)
+        return Plan(request_id or uuid.uuid4().hex, request, context, decision, routes)
+
+    def _routes(self, request: ImageRequest, decision: Decision) -> RoutePlan:
+        return plan_routes(
+            self.catalog,
+            request,
+            decision,
+            today=env_today(),
+            now=self.monotonic(),
+            options=self.routing,
+            stats=self.stats,
+            breaker=self.breaker,
+            backend_check=self._check,
+            expected_seconds=self.ledger.expected_seconds,
+        )
+
+    # -------------------------------------------------------------- evidence helpers
+
+    def record(self, run: _Run, event: str, **fields: Any) -> dict[str, Any]:
+        p, ctx = run.plan, run.plan.context
+        rec: dict[str, Any] = {
+            "event": event,
+            "request_id": p.request_id,
+            "team": ctx.team,
+            "project": ctx.project,
+            "use_case": ctx.use_case,
+            "user": ctx.user,
+            "tags": list(ctx.tags),
+            "trace_id": run.trace.trace_id,
+            "span_id": run.trace.span_id,
+            "decision": p.decision.to_dict(),
+            "prompt_sha256": hashlib.sha256(p.request.prompt.encode()).hexdigest(),
+            "prompt_len": len(p.request.prompt),
+            "n": p.request.n,
+            "seed": p.request.seed,
+        }
+        if p.decision.capture_prompt:
+            rec["prompt"] = p.request.prompt
+        rec.update(fields)
+        run.records.append(rec)
+        return rec
+
+    def begin(self, run: _Run) -> None:
+        """Raise (with an audit record queued) if the plan denies or has nowhere to go."""
+        plan = run.plan
+        run.trace.decision(plan.decision)
+        if plan.routes.ranked:
+            run.trace.routed(plan.routes.ranked[0].route.provider, plan.routes.ranked[0].route.model)
+        if not plan.decision.allowed:
+            self.record(run, "denied")
+            raise PolicyDenied(
+                "denied by policy: " + "; ".join(plan.decision.reasons or plan.decision.rule_ids),
+                rule_ids=plan.decision.rule_ids,
+                decision=plan.decision,
+            )
+        if not plan.routes.ranked:
+            dropped = [f"{c.route.key}: {c.reason}" for c in plan.routes.candidates if c.stage != "hint"]
+            msg = "no eligible route:\n  " + "\n  ".join(dropped or ["no provider card matches the request"])
+            self.record(run, "failed", error_type="NoEligibleRoute")
+            if any(c.stage == "backend" for c in plan.routes.candidates):
+                # A backend refused the request as asked (e.g. a prompt tiny-digits cannot draw).
+                raise InvalidRequestError(msg)
+            raise NoEligibleRoute(msg)
+
+    # -------------------------------------------------------------- money (the stores' calls)
+
+    def reserve(self, run: _Run, route: Route, estimate: Decimal) -> Reservation:
+        """Reserve for this attempt. A fallback gets its own ledger id (``{request_id}.{n}``): each
+        attempt's money is reserved, settled or released on its own."""
+        d, n = run.plan.decision, len(run.attempts)
+        return self.ledger.reserve(
+            request_id=run.plan.request_id if n == 0 else f"{run.plan.request_id}.{n}",
+            context=run.plan.context,
+            budgets=d.budgets,
+            rate_limits=d.rate_limits,
+            amount_usd=estimate,
+            route_key=route.key,
+            now=self.clock(),
+        )
+
+    def settle_ok(self, res: Reservation, route: Route, result: BackendResult, cost: Decimal) -> None:
+        u = result.usage
+        self.ledger.settle(
+            res,
+            actual_usd=cost,
+            provider=route.provider,
+            model=route.model,
+            images=u.images,
+            latency_s=u.elapsed_s,
+            billed_seconds=u.predict_time_s,
+            now=self.clock(),
+        )
+
+    def settle_failure(self, res: Reservation, exc: BackendError, route: Route) -> None:
+        """A timed-out create may still be billed: keep its estimate as spent; release anything else."""
+        if isinstance(exc, BackendTimeout):
+            self.ledger.settle(
+                res,
+                actual_usd=res.amount_usd,
+                provider=route.provider,
+                model=route.model,
+                images=0,
+                latency_s=0.0,
+                now=self.clock(),
+            )
+        else:
+            self.ledger.release(res, reason=type(exc).__name__, now=self.clock())
+
+    def release_cancelled(self, res: Reservation) -> None:
+        self.ledger.release(res, reason="cancelled", now=self.clock())
+
+    def budget_remaining(self, decision: Decision) -> dict[str, Decimal]:
+        """Remaining money per budget in scope, for the budget-remaining metric."""
+        if not decision.budgets:
+            return {}
+        statuses = self.ledger.budget_status(decision.budgets, self.clock())
+        return {st.budget.id: st.remaining_usd for st in statuses}
+
+    def attempt_failed(
+        self, run: _Run, route: Route, exc: BackendError, started: float, retries: int
+    ) -> None:
+        latency = time.perf_counter() - started
+        self.breaker.record_failure(route.key, self.monotonic())
+        name = type(exc).__name__
+        run.attempts.append(Attempt(route.provider, route.model, name, latency, str(exc), retries))
+        self.record(run, "attempt", provider=route.provider, model=route.model, route_key=route.key,
+                    outcome=name, error=str(exc), latency_s=round(latency, 6), retries=retries)  # fmt: skip
+
+    def attempt_ok(
+        self, run: _Run, route: Route, result: BackendResult, started: float, retries: int
+    ) -> Decimal:
+        latency = time.perf_counter() - started
+        self.breaker.record_success(route.key)
+        self.stats.observe(route.key, result.usage.elapsed_s or latency)
+        run.attempts.append(Attempt(route.provider, route.model, "ok", latency, None, retries))
+        cost = actual_cost(route, run.plan.request, result.usage)
+        self.record(run, "attempt", provider=route.provider, model=route.model, route_key=route.key,
+                    outcome="ok", latency_s=round(latency, 6), retries=retries, cost_usd=str(cost),
+                    provider_request_id=result.usage.provider_request_id)  # fmt: skip
+        return cost
+
+    def process_outputs(self, run: _Run, route: Route, result: BackendResult) -> Processed:
+        """Step 5 (CPU-bound: the async shell runs it in a worker thread)."""
+        from .provenance import ProvenanceInfo
+
+        p = run.plan
+        info = ProvenanceInfo(
+            request_id=p.request_id,
+            provider=route.provider,
+            model=route.model,
+            seed=p.request.seed,
+            prompt_sha256=hashlib.sha256(p.request.prompt.encode()).hexdigest(),
+        )
+        return self.outputs.process(
+            result.images,
+            decision=p.decision,
+            context=p.context,
+            info=info,
+            local=route.provider == "local",
+            metadata=dict(result.metadata),
+            provider_watermark=route.card.provenance.watermark,
+        )
+
+    def finish(
+        self,
+        run: _Run,
+        route: Route,
+        call: BackendCall,
+        result: BackendResult,
+        processed: Processed,
+        cost: Decimal,
+    ) -> GenerationResult:
+        p = run.plan
+        images = tuple(processed.images)
+        for q in processed.quarantined:
+            self.record(run, "quarantined", provider=route.provider, model=route.model, **q)
+        self.record(
+            run,
+            "request",
+            provider=route.provider,
+            model=route.model,
+            route_key=route.key,
+            cost_usd=str(cost),
+            estimated_cost_usd=str(run.estimated),
+            image_sha256s=[img.sha256 for img in images],
+            watermark=[img.watermark for img in images],
+            c2pa=[img.c2pa for img in images],
+            attempts=[a.to_dict() for a in run.attempts],
+            quarantined=len(processed.quarantined),
+        )
+        return GenerationResult(
+            request_id=p.request_id,
+            images=images,
+            provider=route.provider,
+            model=route.model,
+            seed=result.seed if result.seed is not None else call.request.seed,
+            cost_usd=cost,
+            estimated_cost_usd=run.estimated,
+            latency_s=time.perf_counter() - run.started,
+            decision=p.decision,
+            attempts=tuple(run.attempts),
+            trace_id=run.trace.trace_id,
+            quarantined=tuple(processed.quarantined),
+            metadata=dict(result.metadata),
+        )
+
+    def all_failed(self, run: _Run) -> ProvidersFailed:
+        lines = [f"{a.provider}/{a.model}: {a.outcome}: {a.error}" for a in run.attempts]
+        self.record(run, "failed", error_type="ProvidersFailed", attempts=[a.to_dict() for a in run.attempts])
+        return ProvidersFailed("every eligible route failed:\n  " + "\n  ".join(lines), attempts=run.attempts)
+
+    def log_outcome(self, run: _Run, result: GenerationResult | None, exc: BaseException | None) -> None:
+        """One structured line per request (stdlib logging: the application decides where it goes;
+        ``gateway.audit.configure_logging`` renders it as JSON with trace ids and secrets scrubbed)."""
+        ctx = run.plan.context
+        fields: dict[str, Any] = {
+            "request_id": run.plan.request_id,
+            "team": ctx.team,
+            "use_case": ctx.use_case,
+            "attempts": len(run.attempts),
+        }
+        if result is not None:
+            fields.update(
+                route=f"{result.provider}/{result.model}",
+                cost_usd=str(result.cost_usd),
+                images=len(result.images),
+                latency_s=round(result.latency_s, 6),
+                audit_seq=result.audit_seq,
+            )
+            _log.info("generate ok", extra=fields)
+        else:
+            fields["error_type"] = type(exc).__name__
+            _log.warning("generate failed: %s", type(exc).__name__, extra=fields)
+
+    def maybe_save_stats(self) -> None:
+        now = self.monotonic()
+        if now - self._last_stats_save > 5.0:
+            self._last_stats_save = now
+            self.stats.save()
+
+    def close(self) -> None:
+        self.stats.save()
+        for b in self._backends.values():
+            b.close()
+        self.ledger.close()
+        self.audit.close()
+
+
+# ------------------------------------------------------------------ shared shell helpers
+
+
+def _default_telemetry(s: Settings) -> Telemetry:
+    """Providers from the standard OTEL_* variables; without an exporter, a bare SDK tracer still
+    gives every result and audit record a real trace id (spans are then created but not exported)."""
+    import os
+
+    from .audit import Telemetry, configure_from_env
+
+    tp, mp = configure_from_env()
+    if tp is None and os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true":
+        from opentelemetry.sdk.trace import TracerProvider
+
+        tp = TracerProvider()
+    return Telemetry(tp, mp, capture_prompt=bool(s.telemetry.get("capture_prompt", False)))
+
+
+def _audit_failure(core: _Core, run: _Run, exc: BaseException) -> None:
+    """Write what happened to a request that did not succeed. An audit failure here is re-raised."""
+    if isinstance(exc, AuditWriteError):
+        return
+    last = run.records[-1] if run.records else None
+    if last is not None and last["event"] in ("denied", "failed"):
+        last.setdefault("error_type", type(exc).__name__)
+    else:
+        core.record(run, "failed", error_type=type(exc).__name__, error=_safe_message(exc),
+                    attempts=[a.to_dict() for a in run.attempts])  # fmt: skip
+    if isinstance(exc, PolicyDenied):
+        run.records[-1]["event"] = "denied"
+        run.records[-1]["rule_ids"] = list(exc.rule_ids)
+    if isinstance(exc, BudgetExceeded):
+        run.records[-1]["event"] = "budget_refused"
+    core.audit.append_many(run.records)
+
+
+def _step(trace: Any, name: str) -> Any:
+    from contextlib import nullcontext
+
+    return nullcontext() if trace is None else trace.step(name)
+
+
+def _safe_message(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, GatewayError) else type(exc).__name__
+
+
+def _with_seq(result: GenerationResult, seq: int) -> GenerationResult:
+    from dataclasses import replace
+
+    return replace(result, audit_seq=seq)
