@@ -12,8 +12,8 @@ One request::
         settle the reservation to the actual cost
     audit (hash-chained, fail closed), span + metrics, route stats
 
-All logic that is not I/O lives in :class:`gateway.core._Core`; the sync and async shells differ only in how they
-wait on the backend, the stores and the CPU-bound output step.
+All logic that is not I/O lives in :class:`gateway.core._Core`; the sync and async shells differ
+only in how they wait on the backend, the stores and the CPU-bound output step.
 """
 
 from __future__ import annotations
