@@ -1,0 +1,288 @@
+"""Governance overhead: the full Gateway against raw boto3 and LiteLLM, on one loopback fake Bedrock.
+
+    python benchmarks/bench_overhead.py                 # 300 interleaved rounds, 512x512 Titan v2
+    python benchmarks/bench_overhead.py --quick         # 40 rounds (smoke)
+    python benchmarks/bench_overhead.py --profile       # + cProfile of the gateway path (top costs)
+
+Three clients call the same FakeBedrock (Titan Image Generator v2 body, same size, same seed) in one
+process, interleaved round-robin with a rotating start so none always goes first:
+
+* **raw**: ``boto3`` ``invoke_model`` + ``json.loads`` + base64-decode of the images: the least code a
+  user can write against Bedrock.
+* **gateway**: ``Gateway.generate`` with the shipped default policy pack (no output classifiers),
+  routing over the shipped provider cards, SQLite reservation + settlement, hash-chained SQLite audit
+  record, an OpenTelemetry span (SDK tracer, no exporter), the image decoded and validated
+  (``gateway.outputs.inspect_image``); remote watermark/C2PA off (``provenance.watermark_remote`` and
+  ``c2pa_remote`` false), so no pixels are changed. The audit log is durable by default (SQLite
+  ``synchronous=FULL``: an fsync per request).
+* **gateway_audit_normal**: the same with ``audit_url=sqlite:///...?synchronous=normal`` (WAL, no fsync
+  per commit), to show what the durable audit costs on this disk.
+* **litellm**: ``litellm.image_generation(model="bedrock/amazon.titan-image-generator-v2:0",
+  aws_bedrock_runtime_endpoint=fake.url)``; skipped with a note when LiteLLM is not installed (it is
+  not a dependency of the project: ``pip install litellm`` to include it).
+
+Overhead = client percentile - raw percentile, for p50/p90/p99. The fake renders each PNG once and
+serves cached bytes so its own CPU time does not drift between clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import cProfile
+import gc
+import json
+import pstats
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    REPO,
+    bedrock_env,
+    cached_fake_bedrock,
+    emit,
+    machine,
+    quiet_logs,
+    summary_ms,
+    version,
+    versions,
+)
+
+MODEL = "amazon.titan-image-generator-v2:0"
+PROMPT = "a lighthouse on a cliff at dusk, watercolour"
+SEED = 1234
+
+
+def titan_body(size: int) -> dict[str, Any]:
+    return {
+        "taskType": "TEXT_IMAGE",
+        "textToImageParams": {"text": PROMPT},
+        "imageGenerationConfig": {"numberOfImages": 1, "width": size, "height": size, "seed": SEED},
+    }
+
+
+def make_raw(url: str, size: int) -> Callable[[], int]:
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=url,
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+    )
+
+    def call() -> int:
+        resp = client.invoke_model(
+            modelId=MODEL,
+            body=json.dumps(titan_body(size)).encode(),
+            contentType="application/json",
+            accept="application/json",
+        )
+        payload = json.loads(resp["body"].read())
+        return len(base64.b64decode(payload["images"][0]))
+
+    return call
+
+
+def make_gateway(home: Path, size: int, audit_sync: str | None = None) -> tuple[Any, Callable[[], int]]:
+    """The full Gateway; ``audit_sync`` overrides the audit log's SQLite ``synchronous`` (default FULL)."""
+    from gateway import Gateway
+    from gateway.config import Settings
+
+    settings = Settings(
+        home=home,
+        policies=(REPO / "policies/default.yaml",),
+        provenance={"watermark_remote": False, "c2pa_remote": False},
+        audit_url=f"sqlite:///{home / 'audit.db'}?synchronous={audit_sync}" if audit_sync else None,
+    )
+    gw = Gateway(settings)
+
+    def call() -> int:
+        res = gw.generate(PROMPT, provider="bedrock", model=MODEL, width=size, height=size, seed=SEED)
+        return len(res.images[0].data)
+
+    return gw, call
+
+
+def make_litellm(url: str, size: int) -> Callable[[], int] | None:
+    try:
+        import litellm
+    except ImportError:
+        return None
+    litellm.suppress_debug_info = True
+
+    def call() -> int:
+        r = litellm.image_generation(
+            prompt=PROMPT,
+            model=f"bedrock/{MODEL}",
+            aws_bedrock_runtime_endpoint=url,
+            aws_region_name="us-east-1",
+            size=f"{size}x{size}",
+            n=1,
+        )
+        return len(base64.b64decode(r.data[0].b64_json or ""))
+
+    return call
+
+
+def interleave(clients: dict[str, Callable[[], int]], rounds: int) -> dict[str, list[float]]:
+    """Round-robin: each round calls every client once, the start rotating by one each round."""
+    names = list(clients)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    perf = time.perf_counter
+    for i in range(rounds):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            fn = clients[name]
+            t0 = perf()
+            fn()
+            out[name].append(perf() - t0)
+    return out
+
+
+def time_fn(fn: Callable[[], object], n: int) -> dict[str, float]:
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return summary_ms(samples)
+
+
+def profile_gateway(call: Callable[[], int], n: int, top: int = 25) -> list[dict[str, Any]]:
+    """cProfile over ``n`` gateway calls: the functions with the most own time (µs per call).
+
+    cProfile inflates pure-Python code more than C code; read the list as a ranking, not as absolute
+    costs (the un-profiled overhead is the figure of record).
+    """
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(n):
+        call()
+    prof.disable()
+    stats = pstats.Stats(prof)
+    rows = []
+    for (file, line, func), (_cc, ncalls, tottime, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append(
+            {
+                "function": f"{_short(file)}:{line}({func})",
+                "calls_per_request": round(ncalls / n, 2),
+                "own_us": round(tottime / n * 1e6, 1),
+                "cum_us": round(cumtime / n * 1e6, 1),
+            }
+        )
+    own = sorted(rows, key=lambda r: -r["own_us"])[:top]
+    cum = sorted(
+        (r for r in rows if "/gateway/" in r["function"] or r["function"].startswith("gateway/")),
+        key=lambda r: -r["cum_us"],
+    )[: top * 3]
+    return [{"by": "own", "rows": own}, {"by": "cumulative (gateway functions)", "rows": cum}]
+
+
+def _full_decode(data: bytes) -> None:
+    """What inspect_image used to do for every PNG (inflate + unfilter every pixel), for comparison."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+
+
+def _short(file: str) -> str:
+    for marker in ("site-packages/", "/work/main/"):
+        if marker in file:
+            return file.split(marker, 1)[1]
+    return file
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--size", type=int, default=512, help="image side (a Titan v2 size: 512, 768, 1024)")
+    ap.add_argument("--quick", action="store_true", help="40 rounds, 10 warm-up (smoke)")
+    ap.add_argument("--profile", action="store_true", help="add a cProfile ranking of the gateway path")
+    ap.add_argument("--json", metavar="PATH")
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.warmup = 40, 10
+    quiet_logs()
+
+    from gateway.outputs import inspect_image
+    from gateway.testing import FAKE_AWS_KEY, FAKE_AWS_SECRET
+
+    notes: list[str] = []
+    result: dict[str, Any] = {
+        "bench": "overhead",
+        "machine": machine(),
+        "versions": versions("diffusion-gateway", "boto3", "botocore", "litellm", "opentelemetry-sdk"),
+        "size": args.size,
+        "rounds": args.rounds,
+    }
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        cached_fake_bedrock(credentials={FAKE_AWS_KEY: FAKE_AWS_SECRET}) as fake,
+        bedrock_env(fake.url),
+    ):
+        t0 = time.perf_counter()
+        lite = make_litellm(fake.url, args.size)
+        result["litellm_import_s"] = round(time.perf_counter() - t0, 2) if lite else None
+        gw, gw_call = make_gateway(Path(tmp) / "home", args.size)
+        gw2, gw2_call = make_gateway(Path(tmp) / "home2", args.size, audit_sync="normal")
+        clients: dict[str, Callable[[], int]] = {
+            "raw": make_raw(fake.url, args.size),
+            "gateway": gw_call,
+            "gateway_audit_normal": gw2_call,
+        }
+        if lite is None:
+            notes.append("LiteLLM not installed: its column is skipped (pip install litellm to include it).")
+        else:
+            clients["litellm"] = lite
+        sizes = {name: fn() for name, fn in clients.items()}  # first call: clients built, models loaded
+        result["image_bytes"] = sizes
+        interleave(clients, args.warmup)
+        gc.collect()
+        samples = interleave(clients, args.rounds)
+        res = {name: summary_ms(s) for name, s in samples.items()}
+        result["latency"] = res
+        over: dict[str, dict[str, float]] = {}
+        for name in clients:
+            if name != "raw":
+                over[name] = {q: res[name][f"{q}_ms"] - res["raw"][f"{q}_ms"] for q in ("p50", "p90", "p99")}
+        result["overhead_ms"] = over
+        if "litellm" in over:
+            result["ratio_to_litellm"] = {
+                q: (over["gateway"][q] / over["litellm"][q]) if over["litellm"][q] > 0 else None
+                for q in ("p50", "p90", "p99")
+            }
+
+        # What the gateway does that the raw call does not, measured alone (same objects, same moment).
+        png = fake._png(args.size, args.size, SEED, None)
+        raw_png = base64.b64decode(png)
+        result["inspect_image"] = time_fn(lambda: inspect_image(raw_png, "bedrock"), 300)
+        result["full_decode"] = time_fn(lambda: _full_decode(raw_png), 100)
+        result["explain"] = time_fn(
+            lambda: gw.explain(PROMPT, provider="bedrock", model=MODEL, width=args.size, height=args.size),
+            300,
+        )
+        if args.profile:
+            result["profile"] = profile_gateway(gw_call, max(50, args.rounds // 3))
+        gw.close()
+        gw2.close()
+    p50 = over["gateway"]["p50"]
+    goals = {"overhead_p50_ms<=0.5": p50 <= 0.5}
+    if "litellm" in over:
+        goals["overhead_p50<litellm/3"] = p50 < over["litellm"]["p50"] / 3
+    result["goals"] = goals
+    result["notes"] = notes
+    result["litellm_version"] = version("litellm")
+    emit(result, args.json)
+
+
+if __name__ == "__main__":
+    main()
