@@ -41,6 +41,12 @@ SCHEDULER_CLASSES: dict[str, str] = {
 
 EMBEDDED_MODELS: dict[str, str] = {"tiny-digits": "tiny_digits"}
 
+# tiny-digits defaults, chosen by measurement (model card): DPM-Solver++ at 10 steps with guidance 2.0
+# reads as the digit asked for 96-100% of the time, twice as fast as DDIM at 20 steps (93%).
+DEFAULT_SCHEDULER = "dpm++"
+DEFAULT_STEPS = 10
+DEFAULT_GUIDANCE = 2.0
+
 _DIGIT_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4,
     "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
@@ -202,9 +208,9 @@ def _tiny_digits_runner(path: Path, device: str, dtype: str) -> Runner:
     def run(call: BackendCall) -> tuple[list[bytes], dict[str, Any]]:
         r = call.request
         digit = digit_from_prompt(r.prompt)
-        sched = make_scheduler(r.scheduler or "ddim", base_config)
-        steps = r.steps or 20
-        guidance = 2.0 if r.guidance_scale is None else r.guidance_scale
+        sched = make_scheduler(r.scheduler or DEFAULT_SCHEDULER, base_config)
+        steps = r.steps or DEFAULT_STEPS
+        guidance = DEFAULT_GUIDANCE if r.guidance_scale is None else r.guidance_scale
         sched.set_timesteps(steps)
         gen = torch.Generator(device="cpu").manual_seed(int(r.seed or 0))
         x = torch.randn((r.n, 1, native, native), generator=gen).to(device=device, dtype=unet.dtype)
@@ -229,7 +235,7 @@ def _tiny_digits_runner(path: Path, device: str, dtype: str) -> Runner:
             "digit": digit,
             "native_size": [native, native],
             "upscaled": (w, h) != (native, native),
-            "scheduler": r.scheduler or "ddim",
+            "scheduler": r.scheduler or DEFAULT_SCHEDULER,
             "steps": steps,
             "guidance_scale": guidance,
         }
