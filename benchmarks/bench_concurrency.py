@@ -89,11 +89,38 @@ async def run(levels: list[int], size: int, audit_sync: str | None, tmp: Path) -
         await gw.aclose()
 
 
+def profile_level(n: int, size: int, tmp: Path, top: int = 20) -> list[dict[str, Any]]:
+    """cProfile of one level (audit NORMAL): the functions with the most own time, µs per request."""
+    import cProfile
+    import pstats
+
+    async def go() -> None:
+        gw = make_gateway(tmp / "home-profile", size, "normal")
+        try:
+            await level(gw, 5, size)
+            prof.enable()
+            await level(gw, n, size)
+            prof.disable()
+        finally:
+            await gw.aclose()
+
+    prof = cProfile.Profile()
+    asyncio.run(go())
+    stats = pstats.Stats(prof)
+    rows = [
+        {"function": f"{Path(f).name}:{line}({fn})", "own_us": t / n * 1e6, "cum_us": c / n * 1e6,
+         "calls_per_request": nc / n}
+        for (f, line, fn), (_cc, nc, t, c, _callers) in stats.stats.items()  # type: ignore[attr-defined]
+    ]  # fmt: skip
+    return sorted(rows, key=lambda r: -r["own_us"])[:top]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--levels", default="1,10,100,1000")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--quick", action="store_true", help="levels 1,10,100")
+    ap.add_argument("--profile", action="store_true", help="add a cProfile of the largest level")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
     levels = [1, 10, 100] if args.quick else [int(x) for x in args.levels.split(",")]
@@ -110,6 +137,8 @@ def main() -> None:
         for sync in (None, "normal"):
             label = "audit FULL (default)" if sync is None else "audit NORMAL"
             result["runs"][label] = asyncio.run(run(levels, args.size, sync, Path(tmp)))
+        if args.profile:
+            result["profile"] = profile_level(max(levels), args.size, Path(tmp))
     top = max(levels)
     best = min(r[-1]["wall_over_latency"] for r in result["runs"].values())
     result["goals"] = {f"{top}_concurrent_within_1.5x": best <= 1.5}

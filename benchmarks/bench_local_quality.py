@@ -9,7 +9,7 @@ CPU through ``LocalBackend.generate`` directly; images per second = 100 / total 
 calls. Class consistency is :func:`gateway.models.quality.class_consistency`: the share of images a
 logistic regression trained on the real scikit-learn digits assigns to the digit asked for.
 
-Gateway against direct: the same work (DDIM 20 steps, n=10, 256x256, same digit and seed) through
+Gateway against direct: the same work (DDIM 20 steps, n=8, 256x256, same digit and seed) through
 ``Gateway.generate`` and through ``LocalBackend.generate``, interleaved round-robin; medians compared.
 Local outputs always get the gateway's watermark and C2PA manifest, so the gateway is measured twice:
 as shipped, and with the output step's provenance removed (benchmark-only swap of the internal
@@ -150,10 +150,14 @@ def main() -> None:
     backend = LocalBackend()
     backend.generate(backend_call(0, 1, "ddim", 5, 0))  # load once, outside the timings
     result["quality"] = [quality(backend, s, k, per_digit) for s, k in configs]
-    result["gateway_vs_direct"] = gateway_vs_direct(backend, 4 if args.quick else args.rounds, 10)
+    try:
+        # n=8: the default policy pack's request limit (max_images 8) applies to the gateway path.
+        result["gateway_vs_direct"] = gateway_vs_direct(backend, 4 if args.quick else args.rounds, 8)
+        slower = result["gateway_vs_direct"]["slower_pct"]["gateway (no provenance)"]
+        result["goals"] = {"gateway<=3%_slower": slower <= 3.0}
+    except Exception as exc:  # keep the (long) quality table even if the comparison breaks
+        result["gateway_vs_direct_error"] = f"{type(exc).__name__}: {exc}"
     backend.close()
-    slower = result["gateway_vs_direct"]["slower_pct"]["gateway (no provenance)"]
-    result["goals"] = {"gateway<=3%_slower": slower <= 3.0}
     emit(result, args.json)
 
 

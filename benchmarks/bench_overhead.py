@@ -17,6 +17,8 @@ process, interleaved round-robin with a rotating start so none always goes first
   ``synchronous=FULL``: an fsync per request).
 * **gateway_audit_normal**: the same with ``audit_url=sqlite:///...?synchronous=normal`` (WAL, no fsync
   per commit), to show what the durable audit costs on this disk.
+* **gateway_audit_normal_no_otel**: the same again with no-op OpenTelemetry providers, to price the
+  spans and metrics (attribute building and scrubbing still run: they happen before the API call).
 * **litellm**: ``litellm.image_generation(model="bedrock/amazon.titan-image-generator-v2:0",
   aws_bedrock_runtime_endpoint=fake.url)``; skipped with a note when LiteLLM is not installed (it is
   not a dependency of the project: ``pip install litellm`` to include it).
@@ -88,10 +90,22 @@ def make_raw(url: str, size: int) -> Callable[[], int]:
     return call
 
 
-def make_gateway(home: Path, size: int, audit_sync: str | None = None) -> tuple[Any, Callable[[], int]]:
-    """The full Gateway; ``audit_sync`` overrides the audit log's SQLite ``synchronous`` (default FULL)."""
+def make_gateway(
+    home: Path, size: int, audit_sync: str | None = None, tracing: bool = True
+) -> tuple[Any, Callable[[], int]]:
+    """The full Gateway; ``audit_sync`` overrides the audit log's SQLite ``synchronous`` (default FULL);
+    ``tracing=False`` hands it no-op OpenTelemetry providers (to price the spans and metrics)."""
     from gateway import Gateway
     from gateway.config import Settings
+
+    components: dict[str, Any] = {}
+    if not tracing:
+        from opentelemetry.metrics import NoOpMeterProvider
+        from opentelemetry.trace import NoOpTracerProvider
+
+        from gateway.audit import Telemetry
+
+        components["telemetry"] = Telemetry(NoOpTracerProvider(), NoOpMeterProvider())
 
     settings = Settings(
         home=home,
@@ -99,7 +113,7 @@ def make_gateway(home: Path, size: int, audit_sync: str | None = None) -> tuple[
         provenance={"watermark_remote": False, "c2pa_remote": False},
         audit_url=f"sqlite:///{home / 'audit.db'}?synchronous={audit_sync}" if audit_sync else None,
     )
-    gw = Gateway(settings)
+    gw = Gateway(settings, **components)
 
     def call() -> int:
         res = gw.generate(PROMPT, provider="bedrock", model=MODEL, width=size, height=size, seed=SEED)
@@ -129,19 +143,28 @@ def make_litellm(url: str, size: int) -> Callable[[], int] | None:
     return call
 
 
-def interleave(clients: dict[str, Callable[[], int]], rounds: int) -> dict[str, list[float]]:
-    """Round-robin: each round calls every client once, the start rotating by one each round."""
+def interleave(
+    clients: dict[str, Callable[[], int]], rounds: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Round-robin: each round calls every client once, the start rotating by one each round.
+
+    Returns wall samples per client and the process CPU seconds each client's calls used in total
+    (the fake server runs in this process too, so its share is the same for every client and
+    cancels out of the differences).
+    """
     names = list(clients)
     out: dict[str, list[float]] = {n: [] for n in names}
-    perf = time.perf_counter
+    cpu: dict[str, float] = dict.fromkeys(names, 0.0)
+    perf, proc = time.perf_counter, time.process_time
     for i in range(rounds):
         k = i % len(names)
         for name in names[k:] + names[:k]:
             fn = clients[name]
-            t0 = perf()
+            c0, t0 = proc(), perf()
             fn()
             out[name].append(perf() - t0)
-    return out
+            cpu[name] += proc() - c0
+    return out, cpu
 
 
 def time_fn(fn: Callable[[], object], n: int) -> dict[str, float]:
@@ -234,10 +257,12 @@ def main() -> None:
         result["litellm_import_s"] = round(time.perf_counter() - t0, 2) if lite else None
         gw, gw_call = make_gateway(Path(tmp) / "home", args.size)
         gw2, gw2_call = make_gateway(Path(tmp) / "home2", args.size, audit_sync="normal")
+        gw3, gw3_call = make_gateway(Path(tmp) / "home3", args.size, audit_sync="normal", tracing=False)
         clients: dict[str, Callable[[], int]] = {
             "raw": make_raw(fake.url, args.size),
             "gateway": gw_call,
             "gateway_audit_normal": gw2_call,
+            "gateway_audit_normal_no_otel": gw3_call,
         }
         if lite is None:
             notes.append("LiteLLM not installed: its column is skipped (pip install litellm to include it).")
@@ -247,9 +272,10 @@ def main() -> None:
         result["image_bytes"] = sizes
         interleave(clients, args.warmup)
         gc.collect()
-        samples = interleave(clients, args.rounds)
+        samples, cpu = interleave(clients, args.rounds)
         res = {name: summary_ms(s) for name, s in samples.items()}
         result["latency"] = res
+        result["cpu_ms_per_call"] = {name: c / args.rounds * 1e3 for name, c in cpu.items()}
         over: dict[str, dict[str, float]] = {}
         for name in clients:
             if name != "raw":
@@ -272,8 +298,8 @@ def main() -> None:
         )
         if args.profile:
             result["profile"] = profile_gateway(gw_call, max(50, args.rounds // 3))
-        gw.close()
-        gw2.close()
+        for g in (gw, gw2, gw3):
+            g.close()
     p50 = over["gateway"]["p50"]
     goals = {"overhead_p50_ms<=0.5": p50 <= 0.5}
     if "litellm" in over:
