@@ -47,7 +47,7 @@ def _construct(
         merged = len(node.value) - explicit  # flatten_mapping puts merged pairs first
         out: dict[Any, Any] = {}
         for i, (key_node, value_node) in enumerate(node.value):
-            key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) and key is not None:
                 raise ConfigError("mapping keys must be scalars", line=key_node.start_mark.line + 1)
             if key in out:
@@ -64,7 +64,7 @@ def _construct(
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, loader, lines, (*loc, i), budget) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+    return loader.construct_object(node, deep=True)
 
 
 _MERGED: dict[int, set[Any]] = {}
@@ -101,7 +101,7 @@ def load_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
         raise ConfigError("YAML nesting is too deep", file=source, line=1) from None
     finally:
         if loader is not None:
-            loader.dispose()  # type: ignore[no-untyped-call]
+            loader.dispose()
 
 
 def _strip_prefix(msg: str) -> str:

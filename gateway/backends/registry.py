@@ -63,7 +63,7 @@ def backend_factory(name: str) -> BackendFactory:
             f"install it with: pip install 'diffusion-gateway[{extra}]'"
         ) from None
     factory = getattr(mod, attr)
-    return factory  # type: ignore[no-any-return]
+    return factory
 
 
 def create_backend(name: str, options: dict[str, Any] | None = None) -> Backend:

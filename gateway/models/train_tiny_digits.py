@@ -60,7 +60,7 @@ def train(out: Path, steps: int, batch: int, lr: float, seed: int, label_dropout
     x, y = load_training_data()
     assert isinstance(x, torch.Tensor)
     assert isinstance(y, torch.Tensor)
-    model = UNet2DModel(**unet_config())  # type: ignore[arg-type]
+    model = UNet2DModel(**unet_config())
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
