@@ -73,7 +73,9 @@ METHOD = """## Method
   (round-robin, the starting client rotating each round), so drift in machine load hits all alike.
 * All network I/O is loopback: `gateway.testing.FakeBedrock` (real HTTP, SigV4 verified) serving a
   cached PNG, so the numbers are client-side cost, not provider latency. Overhead is a client's
-  percentile minus raw boto3's percentile of the same run.
+  percentile minus raw boto3's percentile of the same run. The fake runs in the benchmark's own
+  process and recomputes every SigV4 signature in Python, so absolute latencies include its CPU
+  (the same for every client); the differences are what the clients add.
 * The gateway runs as shipped: default policy pack, shipped provider cards, SQLite ledger and audit
   under a temporary home, OpenTelemetry SDK tracer without exporter. Remote outputs are not
   watermarked or signed in the overhead and concurrency runs (`provenance.watermark_remote: false`,

@@ -153,12 +153,14 @@ def _gap_overhead(ov: dict[str, Any]) -> str:
     top = [(label, us) for label, us in _breakdown(ov) if label != BACKEND_ROW][:4]
     costs = ", ".join(f"{label.strip()} {us:.0f} µs" for label, us in top)
     cpu = ov.get("cpu_ms_per_call") or {}
-    cpu_txt = (
-        f"; the gateway's own CPU is {cpu['gateway_audit_normal'] - cpu['raw']:.2f} ms per call"
-        if "gateway_audit_normal" in cpu and "raw" in cpu
-        else ""
-    )
+    cpu_txt = ""
+    if "gateway_audit_normal" in cpu and "raw" in cpu:
+        own = cpu["gateway_audit_normal"] - cpu["raw"]
+        cpu_txt = f" (the gateway's own CPU with audit NORMAL: {own:.2f} ms per call)"
     normal = ov["overhead_ms"]["gateway_audit_normal"]["p50"]
+    no_otel = ov["overhead_ms"].get("gateway_audit_normal_no_otel")
+    if no_otel is not None:
+        cpu_txt = f", and {no_otel['p50']:.2f} ms with no-op OpenTelemetry providers too" + cpu_txt
     return (
         "the durable audit log (SQLite synchronous=FULL, an fsync per request) is the largest single "
         f"wait; with synchronous=NORMAL the overhead p50 is {normal:.2f} ms{cpu_txt}. Largest costs "
