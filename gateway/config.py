@@ -8,6 +8,7 @@ Relative paths in a config file are resolved against the file's folder, so a con
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from ._yaml import load_model
 from .catalog import default_data_dir
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+_KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 def default_home() -> Path:
@@ -59,6 +61,13 @@ class Settings(BaseModel):
     backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
     telemetry: dict[str, Any] = Field(default_factory=dict)
+    # Audit evidence beyond the host (docs/audit.md "Witnesses" and "Threat model").
+    audit_witnesses: tuple[str, ...] = ()  # postgresql://, s3://, tsa+https://, dir:// (dev only)
+    audit_witness_quorum: int | None = Field(default=None, ge=0)  # None = every witness
+    audit_witness_best_effort: bool = False  # True: a missed quorum is recorded and retried, not raised
+    audit_signing_key: str | None = None  # Ed25519 PEM path outside the home, or kms:KEY-ID
+    audit_trusted_keys: tuple[str, ...] = ()  # pinned checkpoint keys: 16-hex key ids or *.pub paths
+    audit_origin: str | None = None  # the log's name in its checkpoint notes
 
     @property
     def resolved_ledger_url(self) -> str:
@@ -98,6 +107,12 @@ class Settings(BaseModel):
         }
         if "home" in self.model_fields_set:
             update["home"] = fix(self.home)
+        key = self.audit_signing_key
+        if key and not key.startswith("kms:"):
+            update["audit_signing_key"] = str(fix(Path(key).expanduser()))
+        update["audit_trusted_keys"] = tuple(
+            k if _KEY_ID.match(k) else str(fix(Path(k).expanduser())) for k in self.audit_trusted_keys
+        )
         return self.model_copy(update=update)
 
     def backend_options(self, name: str) -> Mapping[str, Any]:

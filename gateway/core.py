@@ -143,7 +143,7 @@ class _Core:
         sleep: Callable[[float], None] = time.sleep,
         asleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        from .audit import open_audit
+        from .audit.configure import audit_from_settings
         from .ledger import open_ledger
         from .policy import PolicySet
 
@@ -152,7 +152,7 @@ class _Core:
         self.policy = policy or PolicySet.load(s.policy_paths)
         self.catalog = catalog or Catalog.load(s.provider_paths)
         self.ledger = ledger or open_ledger(s.resolved_ledger_url)
-        self.audit = audit or open_audit(s.resolved_audit_url, checkpoint_dir=s.home / "checkpoints")
+        self.audit = audit or audit_from_settings(s)
         if provenance is None:
             from .provenance import Provenance
 

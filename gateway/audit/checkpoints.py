@@ -9,8 +9,11 @@ it turns a truncated tail into a detectable lie.
 Layout of a checkpoint folder (one folder per log)::
 
     checkpoints.jsonl    one signed checkpoint per line, appended under an exclusive file lock
-    signing-key.pem      the Ed25519 private key (mode 0600), created on first use unless given
-    signing-key.pub      its public key; every ``*.pub`` here is trusted by verify (key rotation)
+    signing-key.pem      the Ed25519 private key (mode 0600), created on first use unless a key
+                         path outside the folder or a signer (KMS, callback) is given
+    signing-key.pub      its public key (``key-<id>.pub`` for later keys); unless keys are pinned,
+                         every ``*.pub`` here is trusted by verify, which is why production
+                         configurations pin them (``audit_trusted_keys``)
 
 The signature covers a domain-separation prefix plus the canonical JSON of every other field, the
 frontier included, so the next checkpoint can extend this one without rehashing the whole log.
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,9 +31,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .canonical import canonical_bytes, canonical_json
+from .signers import FileSigner, PublicKey, Signer, key_id, load_public_key, public_pem, verify_signature
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+    from collections.abc import Mapping
 
 CHECKPOINT_FILE = "checkpoints.jsonl"
 KEY_FILE = "signing-key.pem"
@@ -100,19 +103,13 @@ class Checkpoint:
         return cp
 
 
-def key_id(public: Ed25519PublicKey) -> str:
-    """First 16 hex digits of SHA-256 over the raw public key: names the key in each checkpoint."""
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    return hashlib.sha256(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()[:16]
-
-
 class CheckpointStore:
     """Append and read signed checkpoints in one folder; create or load the signing key lazily.
 
-    ``signing_key`` points at a PEM Ed25519 private key kept elsewhere (a secrets mount); ``public_keys``
-    pins the keys verify trusts instead of the ``*.pub`` files in the folder, which is what an auditor
-    who does not trust the folder's owner should do.
+    ``signing_key`` points at a PEM Ed25519 private key kept elsewhere (a secrets mount) and ``signer``
+    at any :class:`~gateway.audit.signers.Signer` (a KMS key); ``public_keys`` pins the keys verify
+    trusts (PEM files) and ``pinned_ids`` pins key ids, so a ``*.pub`` an intruder drops into the
+    folder is not trusted. ``extra_keys`` are keys trusted through a signed rotation statement.
     """
 
     def __init__(
@@ -121,63 +118,81 @@ class CheckpointStore:
         *,
         signing_key: str | os.PathLike[str] | None = None,
         public_keys: Sequence[str | os.PathLike[str]] = (),
+        signer: Signer | None = None,
+        pinned_ids: Sequence[str] = (),
     ) -> None:
         self.directory = Path(directory)
         self.path = self.directory / CHECKPOINT_FILE
-        self._key_path = Path(signing_key) if signing_key is not None else self.directory / KEY_FILE
+        key_path = Path(signing_key) if signing_key is not None else self.directory / KEY_FILE
+        self.signer: Signer = signer if signer is not None else FileSigner(key_path)
         self._pinned = tuple(Path(p) for p in public_keys)
-        self._private: Ed25519PrivateKey | None = None
+        self._pinned_ids = frozenset(pinned_ids)
+        self.extra_keys: dict[str, PublicKey] = {}
+        self._public_written = False
+
+    @property
+    def pinned(self) -> bool:
+        """Whether verify trusts only configured keys (not whatever ``*.pub`` the folder holds)."""
+        return bool(self._pinned or self._pinned_ids)
 
     # ------------------------------------------------------------------ keys
 
-    def private_key(self) -> Ed25519PrivateKey:
-        """Load the signing key, creating it (0600, atomically, race-free) if this folder has none."""
-        if self._private is None:
-            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-            from cryptography.hazmat.primitives.serialization import (
-                Encoding,
-                NoEncryption,
-                PrivateFormat,
-                PublicFormat,
-                load_pem_private_key,
-            )
+    def public_key(self) -> PublicKey:
+        """The signer's public key; written into the folder once so verifiers can find it."""
+        public = self.signer.public_key
+        if not self._public_written:
+            self._write_public(public)
+            self._public_written = True
+        return public
 
-            if not self._key_path.exists():
-                self._key_path.parent.mkdir(parents=True, exist_ok=True)
-                new = Ed25519PrivateKey.generate()
-                pem = new.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-                _create_exclusive(self._key_path, pem, mode=0o600)
-            key = load_pem_private_key(self._key_path.read_bytes(), password=None)
-            if not isinstance(key, Ed25519PrivateKey):
-                raise ValueError(f"{self._key_path}: not an Ed25519 private key")
-            pub_path = self.directory / PUBLIC_KEY_FILE
-            if not pub_path.exists():
-                self.directory.mkdir(parents=True, exist_ok=True)
-                pub = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-                _create_exclusive(pub_path, pub, mode=0o644)
-            self._private = key
-        return self._private
+    def _write_public(self, public: PublicKey) -> None:
+        kid = key_id(public)
+        first = self.directory / PUBLIC_KEY_FILE
+        if first.exists():
+            try:
+                if key_id(load_public_key(first.read_bytes())) == kid:
+                    return
+            except ValueError:
+                pass
+            target = self.directory / f"key-{kid}.pub"
+            if target.exists():
+                return
+        else:
+            target = first
+        self.directory.mkdir(parents=True, exist_ok=True)
+        create_exclusive(target, public_pem(public), mode=0o644)
 
-    def trusted_keys(self) -> dict[str, Ed25519PublicKey]:
-        """key_id -> public key: the pinned keys, else every ``*.pub`` in the folder."""
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    def trusted_keys(self) -> dict[str, PublicKey]:
+        """key_id -> public key: pinned files, folder keys whose id is pinned, else every ``*.pub``.
 
-        paths = list(self._pinned) or sorted(self.directory.glob("*.pub"))
-        keys: dict[str, Ed25519PublicKey] = {}
-        for p in paths:
-            key = load_pem_public_key(p.read_bytes())
-            if not isinstance(key, Ed25519PublicKey):
-                raise ValueError(f"{p}: not an Ed25519 public key")
-            keys[key_id(key)] = key
+        Keys introduced by a verified rotation statement (``extra_keys``) are added in every case.
+        """
+        keys: dict[str, PublicKey] = {}
+        if self._pinned:
+            for p in self._pinned:
+                key = load_public_key(p.read_bytes())
+                keys[key_id(key)] = key
+        folder: dict[str, PublicKey] = {}
+        if not self._pinned or self._pinned_ids:
+            for p in sorted(self.directory.glob("*.pub")):
+                try:
+                    key = load_public_key(p.read_bytes())
+                except ValueError as exc:
+                    raise ValueError(f"{p}: {exc}") from None
+                folder[key_id(key)] = key
+        if self._pinned_ids:
+            keys.update({k: v for k, v in folder.items() if k in self._pinned_ids})
+        elif not self._pinned:
+            keys.update(folder)
+        keys.update(self.extra_keys)
         return keys
 
     # ------------------------------------------------------------------ write
 
     def sign(self, unsigned: Checkpoint) -> Checkpoint:
-        key = self.private_key()
-        cp = Checkpoint(**{**_fields(unsigned), "key_id": key_id(key.public_key()), "signature": ""})
-        sig = base64.b64encode(key.sign(cp.message())).decode("ascii")
+        kid = key_id(self.public_key())
+        cp = Checkpoint(**{**_fields(unsigned), "key_id": kid, "signature": ""})
+        sig = base64.b64encode(self.signer.sign(cp.message())).decode("ascii")
         return Checkpoint(**{**_fields(cp), "signature": sig})
 
     def append(self, unsigned: Checkpoint) -> Checkpoint:
@@ -195,17 +210,15 @@ class CheckpointStore:
 
     # ------------------------------------------------------------------ read
 
-    def verify_signature(self, cp: Checkpoint, keys: dict[str, Ed25519PublicKey]) -> bool:
-        from cryptography.exceptions import InvalidSignature
-
+    def verify_signature(self, cp: Checkpoint, keys: Mapping[str, PublicKey]) -> bool:
         key = keys.get(cp.key_id)
         if key is None:
             return False
         try:
-            key.verify(base64.b64decode(cp.signature, validate=True), cp.message())
-        except (InvalidSignature, ValueError):
+            sig = base64.b64decode(cp.signature, validate=True)
+        except ValueError:
             return False
-        return True
+        return verify_signature(key, sig, cp.message())
 
     def read_all(self, log_id: str) -> tuple[list[Checkpoint], list[str]]:
         """Every checkpoint of this folder, signature-checked: (good ones, problems as text)."""
@@ -220,7 +233,7 @@ class CheckpointStore:
         except (OSError, ValueError) as exc:
             return [], [f"cannot load the checkpoint public keys: {exc}"]
         if not keys:
-            return [], [f"{self.directory}: checkpoints exist but no public key (*.pub) to check them"]
+            return [], [f"{self.directory}: checkpoints exist but no trusted public key to check them"]
         good: list[Checkpoint] = []
         problems: list[str] = []
         for n, line in lines:
@@ -242,7 +255,8 @@ class CheckpointStore:
         """The largest valid checkpoint of ``log_id``, reading only the file's tail when it can."""
         if not self.path.exists():
             return None
-        keys = {key_id(self.private_key().public_key()): self.private_key().public_key()}
+        own = self.public_key()
+        keys = {key_id(own): own}
         keys.update(self.trusted_keys())
         for lines in (self._tail_lines(), None):
             if lines is None:
@@ -277,7 +291,7 @@ def _fields(cp: Checkpoint) -> dict[str, Any]:
     return {f: getattr(cp, f) for f in Checkpoint.__slots__}
 
 
-def _create_exclusive(path: Path, data: bytes, *, mode: int) -> None:
+def create_exclusive(path: Path, data: bytes, *, mode: int) -> None:
     """Write ``path`` only if absent: temp file + hard link, so a racing process loses cleanly."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -320,4 +334,4 @@ def _locked(fh: IO[str]) -> Iterator[None]:
         fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-__all__ = ["Checkpoint", "CheckpointStore", "key_id"]
+__all__ = ["Checkpoint", "CheckpointStore", "create_exclusive", "key_id"]

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AuditWriteError, VerificationFailed
 from .canonical import canonical_bytes
@@ -40,6 +40,10 @@ from .verify import (
     envelope_bytes,
     verify_rows,
 )
+
+if TYPE_CHECKING:
+    from .signers import Signer
+    from .witness import WitnessSet
 
 RESERVED_KEYS = frozenset({"seq", "ts", "prev_hash", "entry_hash"})
 Clock = Callable[[], dt.datetime]
@@ -84,8 +88,12 @@ class AuditLog(abc.ABC):
         checkpoint_every: int = 1000,
         checkpoint_on_close: bool = True,
         scrub: bool = True,
+        witnesses: WitnessSet | None = None,
+        origin: str | None = None,
     ) -> None:
         self.checkpoints = checkpoints
+        self.witnesses = witnesses
+        self._origin = origin
         self._clock = clock or _utcnow
         self._checkpoint_every = max(0, checkpoint_every)
         self._checkpoint_on_close = checkpoint_on_close
@@ -118,6 +126,11 @@ class AuditLog(abc.ABC):
 
     @abc.abstractmethod
     def _close(self) -> None: ...
+
+    @property
+    def origin(self) -> str:
+        """The log's name in its C2SP checkpoint notes (and the key name that signs them)."""
+        return self._origin or f"diffusion-gateway/audit/{self.log_id}"
 
     # ------------------------------------------------------------------ writing
 
@@ -195,6 +208,8 @@ class AuditLog(abc.ABC):
                     raise VerificationFailed(
                         f"audit log edited: record {last_seq} differs from its checkpoint"
                     )
+                if self.witnesses:
+                    self.witnesses.retry_gaps()
                 self._dirty = False
                 return prev
             frontier = Frontier()
@@ -228,11 +243,25 @@ class AuditLog(abc.ABC):
             )
             signed = self.checkpoints.append(cp)
             self._dirty = False
+            if self.witnesses:
+                self._witness(signed)
             return signed
+
+    def _witness(self, cp: Checkpoint) -> None:
+        """Hand the signed head, as a C2SP checkpoint note, to every witness (quorum or raise)."""
+        from .note import TreeHead, sign_note
+
+        assert self.witnesses is not None
+        head = TreeHead(self.origin, cp.size, bytes.fromhex(cp.root))
+        note = sign_note(head, [(self.origin, self.checkpoints.signer)])
+        self.witnesses.retry_gaps()
+        self.witnesses.submit(head, note)
 
     def _checkpoint_quietly(self) -> None:
         try:
             self.checkpoint()
+        except AuditWriteError:
+            raise  # witnesses below quorum: fail closed, as for any record that cannot be secured
         except Exception as exc:  # the records are committed; a failed seal must not undo the request
             _logger().error("audit checkpoint failed: %s: %s", type(exc).__name__, redact(str(exc)))
 
@@ -244,6 +273,11 @@ class AuditLog(abc.ABC):
         ``deep`` also recomputes the Merkle root at every checkpoint (slower; same verdict).
         """
         cps, problems = self.checkpoints.read_all(self.log_id)
+        if problems and any("untrusted key" in p for p in problems):
+            from .rotation import trust_rotations
+
+            if trust_rotations(self):
+                cps, problems = self.checkpoints.read_all(self.log_id)
         if problems:
             count = self._tail()[0]
             return AuditVerifyReport(
@@ -253,7 +287,18 @@ class AuditLog(abc.ABC):
                 detail="; ".join(problems[:5]),
                 checkpoints=len(cps),
             )
-        return verify_rows(self._scan(0), cps, deep=deep, rescan=lambda: self._scan(0))
+        warnings: list[str] = []
+        if not self.checkpoints.pinned:
+            warnings.append(
+                "checkpoint keys are not pinned (audit_trusted_keys): any *.pub in the checkpoint "
+                "folder is trusted"
+            )
+        report = verify_rows(self._scan(0), cps, deep=deep, rescan=lambda: self._scan(0), warnings=warnings)
+        if not self.witnesses:
+            return report
+        from .witness.verify import with_witnesses
+
+        return with_witnesses(self, report)
 
     def head(self) -> tuple[int, str]:
         """(number of records, entry hash of the last one); (0, 64 zeros) when empty."""
@@ -296,10 +341,14 @@ class AuditLog(abc.ABC):
         with self._lock:
             if self._closed:
                 return
-            if self._dirty and self._checkpoint_on_close:
-                self._checkpoint_quietly()
-            self._closed = True
-            self._close()
+            try:
+                if self._dirty and self._checkpoint_on_close:
+                    self._checkpoint_quietly()
+            finally:
+                self._closed = True
+                self._close()
+                if self.witnesses:
+                    self.witnesses.close()
 
     def __enter__(self) -> AuditLog:
         return self
@@ -350,22 +399,44 @@ def open_audit(
     checkpoint_on_close: bool = True,
     table_prefix: str | None = None,
     create: bool = True,
+    signer: Signer | None = None,
+    pinned_ids: Sequence[str] = (),
+    witnesses: Sequence[str] | WitnessSet = (),
+    witness_quorum: int | None = None,
+    witness_best_effort: bool = False,
+    origin: str | None = None,
 ) -> AuditLog:
     """Open (creating if needed) the audit log at ``sqlite:///path`` or ``postgresql://...``.
 
     Checkpoints go to ``checkpoint_dir`` (one folder per log; see :mod:`gateway.audit.checkpoints`).
     ``create=False`` refuses to create a missing SQLite file (what ``gateway audit verify`` wants).
+    ``signer``/``signing_key`` and ``public_keys``/``pinned_ids`` move and pin the checkpoint keys;
+    ``witnesses`` (URLs, see :mod:`gateway.audit.witness`) receive every signed head.
     """
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(url)
     store = CheckpointStore(
-        checkpoint_dir if checkpoint_dir is not None else default_checkpoint_dir(url),
-        signing_key=signing_key,
-        public_keys=public_keys,
+        folder, signing_key=signing_key, public_keys=public_keys, signer=signer, pinned_ids=pinned_ids
     )
+    witness_set = None
+    if witnesses:
+        from .witness import WitnessSet, open_witness
+
+        if isinstance(witnesses, WitnessSet):
+            witness_set = witnesses
+        else:
+            witness_set = WitnessSet(
+                [open_witness(u, folder) for u in witnesses],
+                quorum=witness_quorum,
+                best_effort=witness_best_effort,
+                state_dir=folder,
+            )
     common: dict[str, Any] = {
         "checkpoints": store,
         "clock": clock,
         "checkpoint_every": checkpoint_every,
         "checkpoint_on_close": checkpoint_on_close,
+        "witnesses": witness_set,
+        "origin": origin,
     }
     scheme = url.split(":", 1)[0].lower()
     if scheme == "sqlite":

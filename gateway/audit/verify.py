@@ -30,7 +30,7 @@ PREFIX = b'{"prev_hash":"'
 MIDDLE = b'","record":'
 TS_LEN = 27  # "YYYY-MM-DDTHH:MM:SS.ffffffZ"
 
-Problem = Literal["edited", "deleted", "reordered", "truncated", "checkpoint"]
+Problem = Literal["edited", "deleted", "reordered", "truncated", "checkpoint", "rewritten", "witness"]
 Row = tuple[int, str, bytes]  # (seq, entry_hash hex, stored bytes)
 
 
@@ -49,6 +49,7 @@ class AuditVerifyReport:
     checkpoint_size: int | None = None
     elapsed_s: float = 0.0
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    witnesses: tuple[dict[str, Any], ...] = ()  # one finding per witness, when witnesses are configured
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +64,7 @@ class AuditVerifyReport:
             "checkpoint_size": self.checkpoint_size,
             "elapsed_s": round(self.elapsed_s, 6),
             "warnings": list(self.warnings),
+            "witnesses": list(self.witnesses),
         }
 
     def raise_for_problem(self) -> None:
@@ -76,7 +78,8 @@ class AuditVerifyReport:
         if self.ok:
             sealed = f", sealed to {self.checkpoint_size} by {self.checkpoints} checkpoint(s)"
             root = f", root of {self.root_size}: {self.root}" if self.root else ""
-            return f"audit log OK: {self.count} records{sealed if self.checkpoints else ''}{root}"
+            seen = f", matches {len(self.witnesses)} witness(es)" if self.witnesses else ""
+            return f"audit log OK: {self.count} records{sealed if self.checkpoints else ''}{root}{seen}"
         where = f" at seq {self.first_bad_seq}" if self.first_bad_seq is not None else ""
         return f"audit log verification FAILED: {self.problem}{where}: {self.detail}"
 

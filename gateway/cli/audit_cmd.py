@@ -81,11 +81,23 @@ def _open(
     *,
     public_keys: tuple[str, ...] = (),
 ) -> AuditLog:
-    from ..audit import open_audit
+    """The log as configured: keys, pins and witnesses come from ``--config`` (or the defaults)."""
+    from ..audit.configure import audit_from_settings
+    from ..config import Settings
 
     url, cps = _target(audit_url, config, checkpoint_dir)
-    return open_audit(
-        url, checkpoint_dir=cps, public_keys=public_keys, create=False, checkpoint_on_close=False
+    settings = Settings.load(config)
+    if cps is None:
+        from ..audit.store import default_checkpoint_dir
+
+        cps = default_checkpoint_dir(url)
+    return audit_from_settings(
+        settings,
+        url=url,
+        checkpoint_dir=cps,
+        public_keys=public_keys,
+        create=False,
+        checkpoint_on_close=False,
     )
 
 
@@ -245,5 +257,10 @@ def proof_cmd(
             raise UsageError(str(exc)) from None
     click.echo(json.dumps(proof, indent=2))
 
+
+from .audit_witness_cmd import rotate_key_cmd, witness  # noqa: E402  (sub-groups share the options)
+
+audit.add_command(witness)
+audit.add_command(rotate_key_cmd)
 
 __all__ = ["audit"]
