@@ -132,6 +132,9 @@ def open_witness(url: str, state_dir: Path) -> Witness:
     return factory(url, state_dir)
 
 
+_WARNED: set[str] = set()  # witness URLs already warned about in this process
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -164,7 +167,8 @@ class WitnessSet:
         self.best_effort = best_effort
         self.state_dir = state_dir
         for w in self.witnesses:
-            if w.warning:
+            if w.warning and w.name not in _WARNED:
+                _WARNED.add(w.name)
                 _log.warning("%s: %s", w.name, w.warning)
 
     def __bool__(self) -> bool:

@@ -66,7 +66,12 @@ class S3Witness(Witness):
     def _check_lock(self) -> None:
         if self._checked:
             return
-        conf = self._call(self.client.get_object_lock_configuration, Bucket=self.bucket)
+        try:
+            conf = self._call(self.client.get_object_lock_configuration, Bucket=self.bucket)
+        except WitnessError as exc:
+            if "ObjectLockConfigurationNotFound" not in str(exc):
+                raise
+            conf = {}
         if conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
             raise WitnessError(f"bucket {self.bucket} has no Object Lock: it cannot serve as a witness")
         self._checked = True

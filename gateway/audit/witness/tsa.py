@@ -82,7 +82,7 @@ class TimestampWitness(Witness):
 
     def submit(self, head: TreeHead, note: bytes) -> None:
         import httpx
-        from rfc3161_client import TimestampRequestBuilder
+        from rfc3161_client import HashAlgorithm, TimestampRequestBuilder
 
         note_path, tsr_path = self._paths(head.origin, head.size)
         if note_path.exists():
@@ -90,7 +90,7 @@ class TimestampWitness(Witness):
             if held != note:
                 self.check_same(head, held, self.name)
             return
-        request = TimestampRequestBuilder().data(note).build()
+        request = TimestampRequestBuilder().data(note).hash_algorithm(HashAlgorithm.SHA256).build()
         try:
             reply = httpx.post(
                 self.endpoint,
