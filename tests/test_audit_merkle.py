@@ -140,3 +140,18 @@ def test_stored_bytes_are_the_canonical_json_of_the_envelope(record: dict[str, o
     stored = envelope_bytes(prev, canonical_bytes(record), seq, ts)
     assert stored == canonical_bytes({"prev_hash": prev, "record": record, "seq": seq, "ts": ts})
     assert stored.startswith(b'{"prev_hash":"' + prev.encode() + b'","record":')
+
+
+def test_tree_levels_give_the_same_roots_and_proofs_as_the_slice_functions() -> None:
+    from hashlib import sha256 as _h
+
+    from gateway.audit.merkle import Tree, consistency_proof, inclusion_proof, root
+
+    leaves = [_h(bytes([i])).digest() for i in range(37)]
+    tree = Tree(leaves)
+    for n in range(1, 38):
+        assert tree.range_root(0, n) == root(leaves[:n])
+        for m in range(1, n + 1):
+            assert tree.consistency_proof(m, n) == consistency_proof(leaves[:n], m)
+        for i in (0, n // 2, n - 1):
+            assert tree.inclusion_proof(i, n) == inclusion_proof(leaves[:n], i)

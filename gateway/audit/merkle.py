@@ -84,6 +84,62 @@ class Frontier:
         return Frontier(self.size, self._stack)
 
 
+class Tree:
+    """All levels of the tree over ``leaves`` (about 2n hashes once), so any RFC 6962 range root,
+    inclusion proof or consistency proof costs O(log^2 n) instead of rehashing the range.
+
+    Why: verifying a log against many witnessed heads needs a consistency proof between each pair of
+    consecutive heads; with the slice-based functions above that is O(n) per proof.
+    """
+
+    __slots__ = ("levels",)
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        levels = [list(leaves)]
+        while len(levels[-1]) > 1:
+            below = levels[-1]
+            levels.append([node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)])
+        self.levels = levels
+
+    def range_root(self, start: int, end: int) -> bytes:
+        """MTH of leaves[start:end] (RFC 6962 split: the left part is the largest power of two)."""
+        n = end - start
+        if n == 0:
+            return EMPTY_ROOT
+        if n & (n - 1) == 0 and start % n == 0:
+            return self.levels[n.bit_length() - 1][start // n]
+        k = _split(n)
+        return node_hash(self.range_root(start, start + k), self.range_root(start + k, end))
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        if not 0 <= index < size:
+            raise IndexError(f"leaf {index} is not in a tree of {size}")
+        return self._path(index, 0, size)
+
+    def _path(self, m: int, lo: int, hi: int) -> list[bytes]:
+        n = hi - lo
+        if n == 1:
+            return []
+        k = _split(n)
+        if m < k:
+            return [*self._path(m, lo, lo + k), self.range_root(lo + k, hi)]
+        return [*self._path(m - k, lo + k, hi), self.range_root(lo, lo + k)]
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        if not 0 < old_size <= new_size:
+            raise ValueError(f"no consistency proof from size {old_size} to {new_size}")
+        return self._sub(old_size, 0, new_size, True)
+
+    def _sub(self, m: int, lo: int, hi: int, complete: bool) -> list[bytes]:
+        n = hi - lo
+        if m == n:
+            return [] if complete else [self.range_root(lo, hi)]
+        k = _split(n)
+        if m <= k:
+            return [*self._sub(m, lo, lo + k, complete), self.range_root(lo + k, hi)]
+        return [*self._sub(m - k, lo + k, hi, False), self.range_root(lo, lo + k)]
+
+
 def subtree_starts(size: int) -> list[int]:
     """0-based index of the first leaf of each frontier subtree of a tree of ``size`` leaves."""
     starts, offset = [], 0
@@ -180,6 +236,7 @@ def verify_consistency(
 __all__ = [
     "EMPTY_ROOT",
     "Frontier",
+    "Tree",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..merkle import Frontier, consistency_proof, inclusion_proof, verify_consistency, verify_inclusion
+from ..merkle import Frontier, Tree, verify_consistency, verify_inclusion
 from ..note import NoteError, open_note
 from ..signers import PublicKey
 from .base import Witness, WitnessedHead, WitnessError
@@ -108,13 +108,19 @@ def check_against_witnesses(
             nxt = next(want, None)
         if len(leaves) >= count:
             break
+    tree = Tree(leaves) if sizes else None
     for name, heads in held.items():
-        result.findings.append(_check_one(name, heads, leaves, roots, count))
+        result.findings.append(_check_one(name, heads, leaves, roots, count, tree))
     return result
 
 
 def _check_one(
-    name: str, heads: list[WitnessedHead], leaves: list[bytes], roots: dict[int, bytes], count: int
+    name: str,
+    heads: list[WitnessedHead],
+    leaves: list[bytes],
+    roots: dict[int, bytes],
+    count: int,
+    tree: Tree | None,
 ) -> WitnessFinding:
     latest = heads[-1].size if heads else None
     matched = 0
@@ -142,8 +148,8 @@ def _check_one(
                 f"{name} holds a different root for size {h.size} (received {h.received or '?'}): "
                 f"records after seq {matched} were rewritten (the first {matched} still match)",
             )
-        if prev is not None and prev.size < h.size:
-            proof = consistency_proof(leaves[: h.size], prev.size)
+        if prev is not None and prev.size < h.size and tree is not None:
+            proof = tree.consistency_proof(prev.size, h.size)
             if not verify_consistency(prev.size, h.size, prev.root, h.root, proof):
                 return WitnessFinding(
                     name,
@@ -154,8 +160,8 @@ def _check_one(
                     f"{name}: heads of size {prev.size} and {h.size} are not consistent",
                 )
         matched, prev = h.size, h
-    if prev is not None:
-        path = inclusion_proof(leaves[: prev.size], prev.size - 1)
+    if prev is not None and tree is not None:
+        path = tree.inclusion_proof(prev.size - 1, prev.size)
         if not verify_inclusion(leaves[prev.size - 1], prev.size - 1, prev.size, path, prev.root):
             return WitnessFinding(
                 name,
