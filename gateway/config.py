@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._yaml import load_model
+from .archive.settings import ArchiveSettings, CacheSettings, IdempotencySettings
 from .catalog import default_data_dir
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -59,6 +60,9 @@ class Settings(BaseModel):
     backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
     telemetry: dict[str, Any] = Field(default_factory=dict)
+    archive: ArchiveSettings = ArchiveSettings()  # output archive (docs/archive.md)
+    cache: CacheSettings = CacheSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
 
     @property
     def resolved_ledger_url(self) -> str:
