@@ -46,7 +46,8 @@ class Counting:
             raise self.exc
         r = call.request
         # Pixels depend on the seed, as a real model's would.
-        return [solid_png(r.width or 128, r.height or 128, (int(r.seed or 0) + i) % 200 + 20) for i in range(r.n)]
+        side = (r.width or 128, r.height or 128)
+        return [solid_png(*side, (int(r.seed or 0) + i) % 200 + 20) for i in range(r.n)]
 
 
 def make(settings: Settings, fn: Any = None, **kw: Any) -> Gateway:
@@ -58,6 +59,5 @@ def make(settings: Settings, fn: Any = None, **kw: Any) -> Gateway:
 def ledger_rows(gw: Gateway) -> list[tuple[Any, ...]]:
     """(request_id, status, actual_micros) of every ledger request row."""
     ledger: Any = gw._core.ledger
-    return list(
-        ledger._read(lambda q: q("SELECT request_id, status, actual_micros FROM ledger_requests ORDER BY ts_us", ()))
-    )
+    sql = "SELECT request_id, status, actual_micros FROM ledger_requests ORDER BY ts_us"
+    return list(ledger._read(lambda q: q(sql, ())))

@@ -48,7 +48,8 @@ def test_repeat_returns_the_original_result_and_pays_once(settings: Settings) ->
         assert fn.calls == 1
         assert again.replayed and not first.replayed
         assert again.request_id == first.request_id and again.audit_seq == first.audit_seq
-        assert [i.data for i in again.images] == [i.data for i in first.images]  # byte-exact, from the archive
+        # byte-exact, from the archive
+        assert [i.data for i in again.images] == [i.data for i in first.images]
         assert again.cost_usd == first.cost_usd  # the original's figures; nothing new was charged
         rows = ledger_rows(gw)
         assert [(r[0], r[1]) for r in rows] == [(first.request_id, "settled")]
@@ -174,11 +175,9 @@ def test_processes_racing_on_one_key_pay_once(settings: Settings, tmp_path: Path
     barrier.mkdir()
     with make(settings):  # create the schema once, so the racers only race on the key
         pass
-    procs = [
-        subprocess.Popen([sys.executable, str(script), str(barrier), str(n), uuid.uuid4().hex],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        for _ in range(n)
-    ]
+    args = [sys.executable, str(script), str(barrier), str(n)]
+    pipes: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    procs = [subprocess.Popen([*args, uuid.uuid4().hex], **pipes) for _ in range(n)]
     outs, errors = [], []
     try:
         for p in procs:

@@ -86,7 +86,7 @@ def _emit(obj: dict[str, Any]) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True,
               help="Directory for the images.")  # fmt: skip
 @click.option("--idempotency-key", "idempotency_key",
-              help="Repeat-safe: the same key (per team) returns the first result and pays once.")  # fmt: skip
+              help="The same key (per team) returns the first result and pays once.")  # fmt: skip
 def generate(**params: Any) -> None:
     """Generate images for PROMPT and write them to --out."""
     from ..client import Gateway
