@@ -24,7 +24,7 @@ def model(mid: str = "m", usd: str = "0.01") -> ModelCard:
         "provenance": SRC, "moderation": {"provider_side": False, **SRC},
         "pricing": {"unit": "image", "per_image": [{"usd": usd}], **SRC},
         "capabilities": {"max_images": 4, "min_side": 64, "max_side": 1024},
-        "defaults": {"width": 128, "height": 128},
+        "defaults": {"width": 256, "height": 256},
     })  # fmt: skip
 
 
@@ -46,7 +46,7 @@ class Counting:
             raise self.exc
         r = call.request
         # Pixels depend on the seed, as a real model's would.
-        side = (r.width or 128, r.height or 128)
+        side = (r.width or 256, r.height or 256)
         return [solid_png(*side, (int(r.seed or 0) + i) % 200 + 20) for i in range(r.n)]
 
 
@@ -61,3 +61,8 @@ def ledger_rows(gw: Gateway) -> list[tuple[Any, ...]]:
     ledger: Any = gw._core.ledger
     sql = "SELECT request_id, status, actual_micros FROM ledger_requests ORDER BY ts_us"
     return list(ledger._read(lambda q: q(sql, ())))
+
+
+def with_archive(settings: Settings, **fields: Any) -> Settings:
+    """``settings`` with ``archive.<field>`` replaced (e.g. ``url=...``, ``retention_days=...``)."""
+    return settings.model_copy(update={"archive": settings.archive.model_copy(update=fields)})
