@@ -395,7 +395,7 @@ class _Core:
             seed=p.request.seed,
             prompt_sha256=hashlib.sha256(p.request.prompt.encode()).hexdigest(),
         )
-        return self.outputs.process(
+        processed = self.outputs.process(
             result.images,
             decision=p.decision,
             context=p.context,
@@ -404,6 +404,8 @@ class _Core:
             metadata=dict(result.metadata),
             provider_watermark=route.card.provenance.watermark,
         )
+        self.keeper.keep_quarantined(run, result.images, processed.quarantined)
+        return processed
 
     def finish(
         self,

@@ -156,3 +156,26 @@ def test_local_store_layout_and_bad_urls(tmp_path: Path) -> None:
     for url in bad:
         with pytest.raises(ConfigError):
             open_archive(with_archive(Settings(home=tmp_path), url=url))
+
+
+def test_quarantined_images_are_archived_and_audited_by_hash(tmp_path: Path) -> None:
+    pol = tmp_path / "wm.yaml"
+    pol.write_text("version: 1\nrules:\n  - id: wm\n    kind: provenance\n    watermark_required: true\n"
+                   "    on_missing: quarantine\n")  # fmt: skip
+    s = Settings(home=tmp_path / "home", policies=(pol,))
+    with make(s) as gw:
+        # 128 px is too small for the watermark: the image is held back, but kept in the archive
+        res = gw.generate("a boat", width=128, height=128, n=2)
+        assert not res.images and len(res.quarantined) == 2
+        archive = gw._core.keeper.archive
+        assert archive is not None
+        for q in res.quarantined:
+            meta = archive.head(q["sha256"])
+            assert (
+                meta is not None
+                and meta.kind == "quarantined"
+                and meta.extra["rule_id"] == "provenance.required"
+            )
+            assert hashlib.sha256(archive.get(q["sha256"])).hexdigest() == q["sha256"]
+        recs = [r for r in gw._core.audit.iter_records() if r["event"] == "quarantined"]
+        assert sorted(r["sha256"] for r in recs) == sorted(q["sha256"] for q in res.quarantined)

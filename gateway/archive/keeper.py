@@ -22,7 +22,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -268,19 +268,31 @@ class Keeper:
             self._remember(run, result)
         return result
 
-    def keep_quarantined(self, run: _Run, data: bytes, mime: str, **extra: Any) -> str | None:
-        """Hook for the output step: archive a quarantined image (kept out of the result)."""
+    def keep_quarantined(self, run: _Run, raw: Sequence[bytes], quarantined: list[dict[str, Any]]) -> None:
+        """Archive each quarantined image (kept out of the result, never discarded: it was paid for);
+        its audit record then carries the sha256 an auditor fetches it by."""
         if self.archive is None:
-            return None
-        return self.archive.put(
-            data,
-            kind="quarantined",
-            mime=mime,
-            request_id=run.plan.request_id,
-            team=run.plan.context.team,
-            now=self._now(),
-            extra=extra,
-        )
+            return
+        ctx, now = run.plan.context, self._now()
+        for q in quarantined:
+            i = q.get("index")
+            data = (
+                q.pop("data", None)
+                if "data" in q
+                else (raw[i] if isinstance(i, int) and i < len(raw) else None)
+            )
+            if not isinstance(data, bytes):
+                continue
+            q["sha256"] = self.archive.put(
+                data,
+                kind="quarantined",
+                mime=_mime(data),
+                request_id=run.plan.request_id,
+                team=ctx.team,
+                now=now,
+                extra={"rule_id": q.get("rule_id")},
+            )
+            q["archive"] = self.archive.url
 
     # ------------------------------------------------------------------ result cache
 
