@@ -179,3 +179,32 @@ def test_quarantined_images_are_archived_and_audited_by_hash(tmp_path: Path) -> 
             assert hashlib.sha256(archive.get(q["sha256"])).hexdigest() == q["sha256"]
         recs = [r for r in gw._core.audit.iter_records() if r["event"] == "quarantined"]
         assert sorted(r["sha256"] for r in recs) == sorted(q["sha256"] for q in res.quarantined)
+
+
+def test_dashboard_record_page_shows_thumbnails_from_the_archive(tmp_path: Path) -> None:
+    from gateway.dashboard import create_app, open_sources
+    from gateway.dashboard.app import Request
+
+    s = Settings(home=tmp_path / "home")
+    with make(s) as gw:
+        res = gw.generate("a boat", n=2, seed=1)
+    src = open_sources(s.resolved_ledger_url, s.resolved_audit_url, checkpoint_dir=s.home / "checkpoints")
+    src.archive = open_archive(s)
+    app = create_app(src)
+
+    def get(path: str) -> Any:
+        return app.handle(Request("GET", path, {}, {"host": "127.0.0.1:8765"}))
+
+    try:
+        page = get(f"/audit/{res.audit_seq}")
+        assert page.status == 200
+        html = page.body.decode()
+        for img in res.images:
+            assert f'<img src="/archive/{img.sha256}"' in html
+            served = get(f"/archive/{img.sha256}")
+            assert served.status == 200 and served.body == img.data and served.content_type == "image/png"
+        headers = dict(app._headers(page))
+        assert b"img-src 'self' data:" in headers[b"content-security-policy"]  # same origin only
+        assert get("/archive/" + "0" * 64).status == 404
+    finally:
+        src.close()
