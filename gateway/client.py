@@ -27,9 +27,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .archive.keeper import Job, given_seed
 from .config import Settings
 from .core import Plan, _audit_failure, _Core, _falls_back, _Run, _with_seq
-from .errors import BackendError
+from .errors import BackendError, UsageError
+from .ledger.idempotency import KeyTaken
 from .types import GenerationResult, ImageRequest
 
 T = TypeVar("T")
@@ -58,23 +60,56 @@ class Gateway:
         request, context = self._core.build(prompt_or_request, dict(options))
         return self._core.plan(request, context)
 
-    def generate(self, prompt_or_request: str | ImageRequest, **options: Any) -> GenerationResult:
-        """Generate images; raises a :class:`~gateway.errors.GatewayError` subclass on any refusal."""
+    def generate(
+        self, prompt_or_request: str | ImageRequest, *, idempotency_key: str | None = None, **options: Any
+    ) -> GenerationResult:
+        """Generate images; raises a :class:`~gateway.errors.GatewayError` subclass on any refusal.
+
+        With ``idempotency_key``, a repeat of the same request (same team) returns the original result
+        (``replayed=True``) and pays nothing; a concurrent repeat waits for the first one.
+        """
         core = self._core
+        seed = given_seed(prompt_or_request, options)
         request, context = core.build(prompt_or_request, dict(options))
+        job = core.keeper.job(request, context, idempotency_key, seed)
+        deadline = time.monotonic() + core.settings.idempotency.wait_s
+        while True:
+            kind, doc = core.keeper.step(job)
+            if kind == "wait":
+                if time.monotonic() > deadline:
+                    raise UsageError(f"idempotency key {idempotency_key!r} is still in progress elsewhere")
+                core.sleep(core.settings.idempotency.poll_s)
+                continue
+            try:
+                return self._generate(request, context, seed, job, doc)
+            except KeyTaken:
+                continue  # another request claimed the key first: wait for its result
+
+    def _generate(
+        self, request: ImageRequest, context: Any, seed: int | None, job: Job | None, doc: Any
+    ) -> GenerationResult:
+        core = self._core
         request_id = uuid.uuid4().hex
         with core.telemetry.request(request, context, request_id) as trace:
             run = _Run(core.plan(request, context, request_id, trace), trace, time.perf_counter())
+            run.claim, run.seed_given = core.keeper.claim(job, request_id), seed
             try:
-                core.begin(run)
-                result = self._execute(run)
+                if job is not None and doc is not None:
+                    result = core.keeper.replay(run, job, doc)
+                else:
+                    core.begin(run)
+                    result = core.keeper.cached(run) or self._execute(run)
+                    result = core.keeper.keep(run, result)
                 seqs = core.audit.append_many(run.records)
-                result = _with_seq(result, seqs[-1])
+                if doc is None:  # a replay keeps the original's audit_seq; its own record follows it
+                    result = _with_seq(result, seqs[-1])
+                    core.keeper.complete(run, result)
                 remaining = core.budget_remaining(run.plan.decision)
                 trace.finish(result=result, budget_remaining=remaining)
                 core.log_outcome(run, result, None)
                 return result
             except BaseException as exc:
+                core.keeper.abandon(run)
                 _audit_failure(core, run, exc)
                 trace.finish(error=exc)
                 core.log_outcome(run, None, exc)
@@ -160,23 +195,54 @@ class AsyncGateway:
     async def _store(self, blocking: bool, fn: Callable[[], T]) -> T:
         return await asyncio.to_thread(fn) if blocking else fn()
 
-    async def generate(self, prompt_or_request: str | ImageRequest, **options: Any) -> GenerationResult:
+    async def generate(
+        self, prompt_or_request: str | ImageRequest, *, idempotency_key: str | None = None, **options: Any
+    ) -> GenerationResult:
         core = self._core
+        seed = given_seed(prompt_or_request, options)
         request, context = core.build(prompt_or_request, dict(options))
+        job = core.keeper.job(request, context, idempotency_key, seed)
+        deadline = time.monotonic() + core.settings.idempotency.wait_s
+        while True:
+            kind, doc = await self._store(core.keeper.blocking_io, partial(core.keeper.step, job))
+            if kind == "wait":
+                if time.monotonic() > deadline:
+                    raise UsageError(f"idempotency key {idempotency_key!r} is still in progress elsewhere")
+                await core.asleep(core.settings.idempotency.poll_s)
+                continue
+            try:
+                return await self._generate(request, context, seed, job, doc)
+            except KeyTaken:
+                continue  # another request claimed the key first: wait for its result
+
+    async def _generate(
+        self, request: ImageRequest, context: Any, seed: int | None, job: Job | None, doc: Any
+    ) -> GenerationResult:
+        core, keeper = self._core, self._core.keeper
         request_id = uuid.uuid4().hex
         with core.telemetry.request(request, context, request_id) as trace:
             run = _Run(core.plan(request, context, request_id, trace), trace, time.perf_counter())
+            run.claim, run.seed_given = keeper.claim(job, request_id), seed
+            blocking = keeper.blocking_io
             try:
-                core.begin(run)
-                result = await self._execute(run)
+                if job is not None and doc is not None:
+                    result = await asyncio.to_thread(keeper.replay, run, job, doc)
+                else:
+                    core.begin(run)
+                    hit = await asyncio.to_thread(keeper.cached, run)
+                    result = hit if hit is not None else await self._execute(run)
+                    result = await asyncio.to_thread(keeper.keep, run, result)  # fsync'd file writes
                 records = run.records
                 seqs = await self._store(core.audit.blocking_io, lambda: core.audit.append_many(records))
-                result = _with_seq(result, seqs[-1])
+                if doc is None:  # a replay keeps the original's audit_seq; its own record follows it
+                    result = _with_seq(result, seqs[-1])
+                    await self._store(blocking, partial(keeper.complete, run, result))
                 remaining = core.budget_remaining(run.plan.decision)
                 trace.finish(result=result, budget_remaining=remaining)
                 core.log_outcome(run, result, None)
                 return result
             except BaseException as exc:
+                await asyncio.shield(self._store(blocking, partial(keeper.abandon, run)))
                 _audit_failure(core, run, exc)
                 trace.finish(error=exc)
                 core.log_outcome(run, None, exc)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._yaml import load_model
+from .archive.settings import ArchiveSettings, CacheSettings, IdempotencySettings
 from .catalog import default_data_dir
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -68,6 +69,9 @@ class Settings(BaseModel):
     audit_signing_key: str | None = None  # Ed25519 PEM path outside the home, or kms:KEY-ID
     audit_trusted_keys: tuple[str, ...] = ()  # pinned checkpoint keys: 16-hex key ids or *.pub paths
     audit_origin: str | None = None  # the log's name in its checkpoint notes
+    archive: ArchiveSettings = ArchiveSettings()  # output archive (docs/archive.md)
+    cache: CacheSettings = CacheSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
 
     @property
     def resolved_ledger_url(self) -> str:

@@ -53,8 +53,10 @@ from .routing import (
 from .types import Attempt, Context, Decision, GenerationResult, ImageRequest
 
 if TYPE_CHECKING:
+    from .archive import Archive
     from .audit import AuditLog, RequestTrace, Telemetry
     from .ledger import Ledger, Reservation
+    from .ledger.idempotency import KeyClaim
     from .policy import PolicySet
     from .provenance import Provenance
 
@@ -121,6 +123,8 @@ class _Run:
     attempts: list[Attempt] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     estimated: Decimal = Decimal(0)
+    claim: KeyClaim | None = None  # idempotency key, claimed with the first reservation
+    seed_given: int | None = None  # the caller's own seed (the result cache needs one)
 
 
 class _Core:
@@ -137,6 +141,7 @@ class _Core:
         provenance: Provenance | None = None,
         telemetry: Telemetry | None = None,
         backends: Mapping[str, Backend] | None = None,
+        archive: Archive | None = None,
         retry: RetryPolicy | None = None,
         clock: Callable[[], dt.datetime] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -181,6 +186,10 @@ class _Core:
         self._backends: dict[str, Backend] = dict(backends or {})
         self._backend_lock = threading.Lock()
         self._last_stats_save = monotonic()
+        from .archive import open_archive
+        from .archive.keeper import Keeper
+
+        self.keeper = Keeper(self, archive if archive is not None else open_archive(s))
 
     # -------------------------------------------------------------- planning (pure)
 
@@ -310,6 +319,7 @@ class _Core:
             amount_usd=estimate,
             route_key=route.key,
             now=self.clock(),
+            claim=run.claim if n == 0 else None,
         )
 
     def settle_ok(self, res: Reservation, route: Route, result: BackendResult, cost: Decimal) -> None:
@@ -385,7 +395,7 @@ class _Core:
             seed=p.request.seed,
             prompt_sha256=hashlib.sha256(p.request.prompt.encode()).hexdigest(),
         )
-        return self.outputs.process(
+        processed = self.outputs.process(
             result.images,
             decision=p.decision,
             context=p.context,
@@ -394,6 +404,8 @@ class _Core:
             metadata=dict(result.metadata),
             provider_watermark=route.card.provenance.watermark,
         )
+        self.keeper.keep_quarantined(run, result.images, processed.quarantined)
+        return processed
 
     def finish(
         self,
@@ -478,6 +490,8 @@ class _Core:
             b.close()
         self.ledger.close()
         self.audit.close()
+        if self.keeper.archive is not None:
+            self.keeper.archive.close()
 
 
 # ------------------------------------------------------------------ shared shell helpers
@@ -500,7 +514,9 @@ def _default_telemetry(s: Settings) -> Telemetry:
 
 def _audit_failure(core: _Core, run: _Run, exc: BaseException) -> None:
     """Write what happened to a request that did not succeed. An audit failure here is re-raised."""
-    if isinstance(exc, AuditWriteError):
+    from .ledger.idempotency import KeyTaken
+
+    if isinstance(exc, AuditWriteError | KeyTaken):  # a lost key race moved no money: it waits, then replays
         return
     last = run.records[-1] if run.records else None
     if last is not None and last["event"] in ("denied", "failed"):

@@ -261,6 +261,8 @@ class GenerationResult:
     audit_seq: int | None = None
     quarantined: tuple[Mapping[str, Any], ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    replayed: bool = False  # an idempotency-key repeat: the original result, nothing paid again
+    cache_hit: bool = False  # served from the result cache at cost 0, re-stamped as a new output
 
     @property
     def image(self) -> GeneratedImage:
@@ -305,6 +307,8 @@ class GenerationResult:
             "attempts": [a.to_dict() for a in self.attempts],
             "quarantined": [dict(q) for q in self.quarantined],
             "metadata": dict(self.metadata),
+            "replayed": self.replayed,
+            "cache_hit": self.cache_hit,
         }
 
     def _repr_html_(self) -> str:

@@ -74,6 +74,13 @@ def dashboard(
         host=host,
         token=token,
     )
+    from ..archive import open_archive
+    from ..errors import GatewayError
+
+    try:
+        app.sources.archive = open_archive(settings)
+    except GatewayError as exc:
+        app.sources.notices.append(f"archive: {exc}")
     for notice in app.sources.notices:
         click.echo(f"note: {notice}", err=True)
     try:

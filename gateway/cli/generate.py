@@ -85,11 +85,15 @@ def _emit(obj: dict[str, Any]) -> None:
 @request_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True,
               help="Directory for the images.")  # fmt: skip
+@click.option("--idempotency-key", "idempotency_key",
+              help="The same key (per team) returns the first result and pays once.")  # fmt: skip
 def generate(**params: Any) -> None:
     """Generate images for PROMPT and write them to --out."""
     from ..client import Gateway
 
     kwargs = _split(params)
+    if params.get("idempotency_key") is not None:
+        kwargs["idempotency_key"] = params["idempotency_key"]
     n = int(kwargs.get("n", 1))
     if n > 1:
         click.echo(f"generating {n} images ...", err=True)
@@ -108,6 +112,9 @@ def generate(**params: Any) -> None:
     )
     if result.quarantined:
         click.echo(f"{len(result.quarantined)} image(s) quarantined by policy", err=True)
+    if result.replayed or result.cache_hit:
+        click.echo("replayed (idempotency key): nothing paid" if result.replayed
+                   else "cache hit: served from the archive at cost 0", err=True)  # fmt: skip
 
 
 @click.command()

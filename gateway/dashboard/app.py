@@ -41,6 +41,7 @@ COOKIE = "gateway_dashboard"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _AUDIT_FILTERS = ("event", "team", "use_case", "provider", "model", "request_id")
 _RECORD = re.compile(r"^/audit/(\d{1,18})$")
+_ARCHIVED = re.compile(r"^/archive/([0-9a-f]{64})$")
 _log = logging.getLogger("gateway.dashboard")
 
 
@@ -211,6 +212,9 @@ class DashboardApp:
             if rview is None:
                 return _error(404, f"no audit record {match.group(1)}", now)
             return _html(200, f"Record {rview.seq}", top + record_page(rview, Links(live=True)), now, "audit")
+        archived = _ARCHIVED.match(path)
+        if archived:
+            return _archived_image(src, archived.group(1), now)
         if path == "/providers":
             window = parse_window(q, now)
             return _html(
@@ -225,6 +229,24 @@ class DashboardApp:
                 headers=[("content-disposition", f'attachment; filename="{name}"')],
             )
         return _error(404, f"nothing at {path}", now)
+
+
+_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
+
+
+def _archived_image(src: Sources, sha256: str, now: dt.datetime) -> Response:
+    """An archived output by its sha256 (same origin: the page still fetches nothing external)."""
+    if src.archive is None:
+        return _error(404, "no archive configured", now)
+    from ..errors import GatewayError
+
+    try:
+        data = src.archive.get(sha256)
+        meta = src.archive.head(sha256)
+    except GatewayError as exc:
+        return _error(404, str(exc), now)
+    mime = meta.mime if meta is not None and meta.mime in _IMAGE_TYPES else "application/octet-stream"
+    return Response(200, data, mime, headers=[("content-disposition", f'inline; filename="{sha256[:16]}"')])
 
 
 def _host(header: str) -> str:

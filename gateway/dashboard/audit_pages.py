@@ -243,7 +243,12 @@ def record_fields(r: Mapping[str, Any]) -> str:
     return f'<dl class="kv">{"".join(rows)}</dl>'
 
 
-def images_table(r: Mapping[str, Any]) -> str:
+def _thumb(sha: str) -> str:
+    return f'<img src="/archive/{e(sha)}" alt="image {e(sha[:12])}" width="96" height="96" loading="lazy">'
+
+
+def images_table(r: Mapping[str, Any], thumbs: bool = False) -> str:
+    """The record's images; on the live dashboard with a thumbnail each, served from the archive."""
     shas = r.get("image_sha256s") or []
     if not isinstance(shas, list) or not shas:
         return ""
@@ -255,7 +260,11 @@ def images_table(r: Mapping[str, Any]) -> str:
     rows = [
         [str(i), f'<span class="mono">{e(s)}</span>', e(at(wm, i)), e(at(c2, i))] for i, s in enumerate(shas)
     ]
-    return "<h3>Images</h3>" + table([("#", "n"), ("sha256", ""), ("watermark", ""), ("C2PA", "")], rows)
+    cols = [("#", "n"), ("sha256", ""), ("watermark", ""), ("C2PA", "")]
+    if thumbs:
+        rows = [[*row, _thumb(str(s))] for row, s in zip(rows, shas, strict=True)]
+        cols.append(("image", ""))
+    return "<h3>Images</h3>" + table(cols, rows)
 
 
 def record_detail(v: RecordView, links: Links) -> str:
@@ -273,10 +282,11 @@ def record_detail(v: RecordView, links: Links) -> str:
             f"{record_rows(v.related, links)}</section>"
         )
     raw = json.dumps({k: val for k, val in r.items()}, indent=2, sort_keys=True, ensure_ascii=False)
+    images = images_table(r, links.live)
     return (
         f"{verify_banner(v.verify, links)}"
         f'<div class="grid2"><section><h2>Chain position and proofs</h2>{chain_position(v, links)}</section>'
-        f"<section><h2>Record</h2>{record_fields(r)}{images_table(r)}</section></div>{prompt}{related}"
+        f"<section><h2>Record</h2>{record_fields(r)}{images}</section></div>{prompt}{related}"
         f"<section><h2>As stored</h2><pre>{e(raw)}</pre></section>"
     )
 

@@ -74,7 +74,10 @@ dl.kv dd{margin:0;overflow-wrap:anywhere}
 """
 STYLE_HASH = "sha256-" + base64.b64encode(hashlib.sha256(CSS.encode()).digest()).decode()
 #: No script, no frames, no outside fetches; the inline stylesheet by hash; SVG marks need no more.
-META_CSP = f"default-src 'none'; style-src '{STYLE_HASH}'; img-src data:; form-action 'self'; base-uri 'none'"
+# img-src 'self': record pages show thumbnails served from the archive by this same dashboard
+META_CSP = (
+    f"default-src 'none'; style-src '{STYLE_HASH}'; img-src 'self' data:; form-action 'self'; base-uri 'none'"
+)
 #: The header adds what a <meta> policy cannot carry (browsers ignore frame-ancestors there, loudly).
 CSP = META_CSP + "; frame-ancestors 'none'"
 REPORT_CSP = f"default-src 'none'; style-src '{STYLE_HASH}'; img-src data:; base-uri 'none'"

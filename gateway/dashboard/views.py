@@ -40,12 +40,15 @@ class Sources:
     breaker_threshold: int = 3
     breaker_cooldown_s: float = 30.0
     notices: list[str] = field(default_factory=list)
+    archive: Any = None  # gateway.archive.Archive: thumbnails on record pages
 
     def close(self) -> None:
         if self.ledger is not None:
             self.ledger.close()
         if self.audit is not None:
             self.audit.close()
+        if self.archive is not None:
+            self.archive.close()
 
 
 @dataclass(frozen=True)

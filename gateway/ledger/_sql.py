@@ -23,6 +23,7 @@ from typing import ClassVar
 from ..errors import BudgetExceeded, GatewayError, RateLimitExceeded
 from ..types import Budget, Context, RateLimit
 from ._reads import _COUNTER_COLS, Query, SqlReads, T
+from .idempotency import IdempotencyKeys, KeyClaim, claim_in_tx
 from .pricing import from_micros, to_micros
 from .store import (
     DAY_US,
@@ -67,6 +68,7 @@ class _Ask:
     route_key: str
     now_us: int
     expires_us: int
+    claim: KeyClaim | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,7 @@ def _figures(d: Usage) -> tuple[int, int, int]:
     return d.spent, d.reserved, d.requests
 
 
-class SqlLedger(SqlReads):
+class SqlLedger(IdempotencyKeys, SqlReads):
     """Shared implementation. Subclasses provide transactions, locking and duplicate-key detection."""
 
     inline_init: ClassVar[bool] = True  # False: counters are created in their own, exclusive transaction
@@ -126,6 +128,7 @@ class SqlLedger(SqlReads):
         route_key: str,
         now: dt.datetime,
         lease_s: float = 900.0,
+        claim: KeyClaim | None = None,
     ) -> Reservation:
         if amount_usd < 0:
             raise ValueError(f"cannot reserve a negative amount ({amount_usd})")
@@ -143,6 +146,7 @@ class SqlLedger(SqlReads):
             route_key=route_key,
             now_us=now_us,
             expires_us=now_us + round(lease_s * US),
+            claim=claim,
         )
         for _ in range(5):
             try:
@@ -185,6 +189,8 @@ class SqlLedger(SqlReads):
         for k in mine:
             plan.add(k, Usage(reserved=a.amount, requests=1))
         self._apply(q, plan)
+        if a.claim is not None:  # raises KeyTaken: this whole transaction rolls back
+            claim_in_tx(q, a.claim, a.now_us)
         provider, model = split_route(a.route_key)
         c = a.ctx
         q(

@@ -93,6 +93,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX ledger_refusals_ts ON ledger_refusals (ts_us)",
         ),
     ),
+    # Idempotency keys, claimed with the first reservation (see gateway/ledger/idempotency.py).
+    Migration(
+        "m002_idempotency_keys",
+        (
+            """CREATE TABLE ledger_idempotency (
+                team TEXT NOT NULL,
+                idem_key TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                request_id TEXT NOT NULL,
+                status TEXT NOT NULL,
+                created_us BIGINT NOT NULL,
+                lease_us BIGINT NOT NULL,
+                expires_us BIGINT NOT NULL,
+                replays BIGINT NOT NULL DEFAULT 0,
+                result TEXT,
+                PRIMARY KEY (team, idem_key)
+            )""",
+            "CREATE INDEX ledger_idempotency_expires ON ledger_idempotency (expires_us)",
+        ),
+    ),
 )
 
 CREATE_MIGRATIONS_TABLE = (

@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import BudgetExceeded, RateLimitExceeded
 from ..types import Budget, Context, RateLimit
 from .pricing import from_micros
+
+if TYPE_CHECKING:
+    from .idempotency import KeyClaim, KeyState
 
 Period = Literal["minute", "hour", "day", "week", "month", "total"]
 PERIODS: tuple[Period, ...] = ("minute", "hour", "day", "week", "month", "total")
@@ -352,12 +355,15 @@ class Ledger(abc.ABC):
         route_key: str,
         now: dt.datetime,
         lease_s: float = 900.0,
+        claim: KeyClaim | None = None,
     ) -> Reservation:
         """Hold ``amount_usd`` against every budget and rate limit in scope, atomically, or raise.
 
         Raises :class:`~gateway.errors.BudgetExceeded` (or its subclass ``RateLimitExceeded``) and holds
         nothing when any of them would go over. Expired leases are reclaimed first. Reserving the same
         ``request_id`` twice returns the first reservation, so a retried call cannot double-count.
+        With ``claim``, the idempotency key is claimed in the same transaction; if another request
+        holds it, :class:`~gateway.ledger.idempotency.KeyTaken` is raised and nothing is reserved.
         """
 
     @abc.abstractmethod
@@ -412,6 +418,25 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Close connections. The ledger must not be used afterwards."""
+
+    # Idempotency keys (gateway/ledger/idempotency.py); the SQL stores implement them.
+    def key_state(self, team: str, key: str) -> KeyState | None:
+        raise NotImplementedError(f"{type(self).__name__} does not support idempotency keys")
+
+    def claim_key(self, claim: KeyClaim, now: dt.datetime) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not support idempotency keys")
+
+    def complete_key(self, claim: KeyClaim, result: Mapping[str, Any], now: dt.datetime) -> bool:
+        raise NotImplementedError(f"{type(self).__name__} does not support idempotency keys")
+
+    def abandon_key(self, claim: KeyClaim) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not support idempotency keys")
+
+    def count_replay(self, team: str, key: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not support idempotency keys")
+
+    def prune_keys(self, now: dt.datetime) -> int:
+        raise NotImplementedError(f"{type(self).__name__} does not support idempotency keys")
 
     def __enter__(self) -> Ledger:
         return self

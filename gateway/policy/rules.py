@@ -474,9 +474,11 @@ def _require(name: str, kind: classifiers.ClassifierKind) -> None:
         )
 
 
+from .archive_rules import ArchiveRule, CacheRule  # noqa: E402 - they subclass RuleBase above
+
 KINDS: tuple[type[RuleBase], ...] = (
     Blocklist, Regex, PromptClassifier, Limits, Route, Provenance, BudgetRule, RateLimitRule, Privacy,
-    OutputClassifier,
+    OutputClassifier, CacheRule, ArchiveRule,
 )  # fmt: skip
 
 KIND_NAMES: tuple[str, ...] = tuple(str(get_args(k.model_fields["kind"].annotation)[0]) for k in KINDS)

@@ -1,0 +1,71 @@
+"""Retention: delete archived objects past ``archive.retention_days``, each deletion audited first.
+
+Why audit before deleting: an auditor must be able to tell "deleted by retention on date D" from
+"lost". The record is committed before the object goes; if the process dies in between, the next
+prune finds the object still expired and deletes it (a second record says so), so no deletion is
+ever unrecorded. Cache entries past their TTL and expired idempotency keys are cleared on the way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError
+from .store import Archive, ArchivedObject
+
+if TYPE_CHECKING:
+    from ..audit import AuditLog
+    from ..ledger import Ledger
+
+
+@dataclass
+class PruneReport:
+    deleted: list[ArchivedObject] = field(default_factory=list)
+    cache_entries: int = 0
+    keys: int = 0
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "deleted": [{"sha256": o.sha256, "kind": o.kind, "size": o.size, "last_put_us": o.last_put_us}
+                        for o in self.deleted],
+            "deleted_count": len(self.deleted),
+            "deleted_bytes": sum(o.size for o in self.deleted),
+            "cache_entries_removed": self.cache_entries,
+            "idempotency_keys_removed": self.keys,
+            "dry_run": self.dry_run,
+        }  # fmt: skip
+
+
+def prune(
+    archive: Archive,
+    audit: AuditLog,
+    *,
+    now: dt.datetime,
+    retention_days: float | None = None,
+    ledger: Ledger | None = None,
+    dry_run: bool = False,
+) -> PruneReport:
+    days = archive.retention_days if retention_days is None else retention_days
+    if days is None:
+        raise UsageError("no retention configured: set archive.retention_days or pass --older-than-days")
+    report = PruneReport(dry_run=dry_run)
+    report.deleted = archive.expired(now, days)
+    if dry_run:
+        return report
+    for obj in report.deleted:
+        audit.append({
+            "event": "archive_deleted", "sha256": obj.sha256, "kind": obj.kind, "size": obj.size,
+            "mime": obj.mime, "team": obj.team, "request_ids": list(obj.request_ids[:10]),
+            "stored_us": obj.stored_us, "last_put_us": obj.last_put_us, "reason": "retention",
+            "retention_days": days, "archive": archive.url,
+        })  # fmt: skip
+        archive.delete(obj.sha256)
+    for key in archive.expired_refs(now):
+        archive.store.delete(key)
+        report.cache_entries += 1
+    if ledger is not None:
+        report.keys = ledger.prune_keys(now)
+    return report
