@@ -29,13 +29,6 @@ from bench_audit import record  # noqa: E402
 from gateway.audit import open_audit  # noqa: E402
 
 
-class _Env:
-    """The one monkeypatch method the S3 helper uses, without pytest."""
-
-    def setenv(self, key: str, value: str) -> None:
-        os.environ[key] = value
-
-
 def per_checkpoint(url: str | None, folder: Path, n: int, records_per: int = 10) -> list[float]:
     """Seconds per ``checkpoint()`` (records_per appends in between, not timed)."""
     log = open_audit(
@@ -93,6 +86,7 @@ def main() -> None:
     ap.add_argument("--postgres", default=os.environ.get("GATEWAY_TEST_POSTGRES_URL"))
     ap.add_argument("--json")
     args = ap.parse_args()
+    import s3_support as s3s
     import witness_support as ws
 
     out: dict[str, Any] = {
@@ -108,7 +102,14 @@ def main() -> None:
             kinds["postgresql"] = stack.enter_context(
                 contextlib.contextmanager(ws.pg_witness)(args.postgres)
             ).url
-        kinds["s3"] = stack.enter_context(contextlib.contextmanager(ws.s3_server)(_Env())).url
+        endpoint = stack.enter_context(contextlib.contextmanager(s3s.s3_server.__wrapped__)())
+        for k, v in {
+            **s3s.CREDENTIALS,
+            "AWS_DEFAULT_REGION": s3s.REGION,
+            "AWS_ENDPOINT_URL_S3": endpoint,
+        }.items():
+            os.environ[k] = v
+        kinds["s3"] = ws.S3Server(endpoint, s3s.S3Test(endpoint).bucket(object_lock=True)).url
         with contextlib.suppress(Exception):
             kinds["tsa"] = stack.enter_context(contextlib.contextmanager(ws.tsa_server)(base / "tsa")).url
         for name, url in kinds.items():

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-from witness_support import PgWitness, S3Server, TSAServer, pg_witness, s3_server, tsa_server
+from s3_support import S3Test, s3_env, s3_server  # noqa: F401 - fixtures
+from witness_support import PgWitness, S3Server, TSAServer, object_lock_bucket, pg_witness, tsa_server
 
 from gateway.audit import open_audit
 from gateway.audit.configure import audit_from_settings
@@ -38,8 +39,8 @@ def pgw(postgres_url: str) -> Iterator[PgWitness]:
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
-    yield from s3_server(monkeypatch)
+def s3(s3_env: S3Test, monkeypatch: pytest.MonkeyPatch) -> S3Server:  # noqa: F811
+    return object_lock_bucket(s3_env, monkeypatch)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from s3_support import S3Test
 
 
 @dataclass
@@ -62,29 +63,10 @@ class S3Server:
         return f"s3://{self.bucket}/heads?retention_days=1"
 
 
-def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
-    """moto's S3-compatible server on loopback, with one Object Lock bucket; boto3 pointed at it."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for k, v in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL_S3": endpoint,
-        "AWS_ENDPOINT_URL_KMS": endpoint,
-    }.items():
-        monkeypatch.setenv(k, v)
-    bucket = f"witness-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3").create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-    try:
-        yield S3Server(endpoint, bucket)
-    finally:
-        server.stop()
+def object_lock_bucket(s3: S3Test, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """An Object Lock bucket on the shared S3 test server (tests/s3_support.py); KMS on the same server."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", s3.endpoint)
+    return S3Server(s3.endpoint, s3.bucket(object_lock=True))
 
 
 def _tsa_chain(folder: Path) -> None:
