@@ -80,3 +80,20 @@ def test_burndown_warning_line_is_exact() -> None:
         title="b", fmt=str, start_label="s", end_label="e",
     )  # fmt: skip
     assert "warn 0.075<" in chart
+
+
+# --------------------------------------------------------------------------- item 6: README figures
+
+_FIGURE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|µs|us|s)\b")
+
+
+def test_readme_states_only_figures_the_benchmark_doc_shows() -> None:
+    readme = (ROOT / "README.md").read_text()
+    bench = (ROOT / "docs" / "benchmarks.md").read_text()
+    assert "under a millisecond" not in readme
+    shown = {(v, u.replace("us", "µs")) for v, u in _FIGURE.findall(bench)}
+    claims = [m for m in _FIGURE.finditer(readme) if "overhead" in readme[max(0, m.start() - 300) : m.end() + 300]]
+    assert claims, "the README should state the measured overhead"
+    for m in claims:
+        assert (m.group(1), m.group(2).replace("us", "µs")) in shown, m.group(0)
+    assert "docs/benchmarks.md" in readme
