@@ -97,3 +97,38 @@ def test_readme_states_only_figures_the_benchmark_doc_shows() -> None:
     for m in claims:
         assert (m.group(1), m.group(2).replace("us", "µs")) in shown, m.group(0)
     assert "docs/benchmarks.md" in readme
+
+
+# --------------------------------------------------------------------------- item 5: card sources
+
+# "Title — https://..." or "Title — gateway/... (shipped)" then optional notes; the date read is `as_of`.
+_SOURCE = re.compile(r"^(?P<title>[^—]*\w[^—]*?) — (?P<where>https://[^\s;,()]+|gateway/[^\s;,()]+)(?P<note>.*)$")
+
+
+def _sources(node: object, path: str = "") -> list[tuple[str, dict[str, object]]]:
+    found: list[tuple[str, dict[str, object]]] = []
+    if isinstance(node, dict):
+        if "source" in node:
+            found.append((path, node))
+        for k, v in node.items():
+            found.extend(_sources(v, f"{path}.{k}"))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found.extend(_sources(v, f"{path}[{i}]"))
+    return found
+
+
+@pytest.mark.parametrize("card", sorted((ROOT / "providers").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_card_source_names_a_public_document(card: Path) -> None:
+    """Legal and finance review the cards: each fact cites a document they can open, not a project file."""
+    entries = _sources(yaml.safe_load(card.read_text()))
+    assert entries
+    for where, node in entries:
+        src = str(node["source"])
+        assert "FACTS" not in src, f"{card.name}{where}: {src}"
+        m = _SOURCE.match(src)
+        assert m, f"{card.name}{where}: source must read 'Title — URL': {src!r}"
+        if m.group("where").startswith("gateway/"):
+            assert (ROOT / m.group("where")).exists(), f"{card.name}{where}: {m.group('where')} is not shipped"
+        as_of = node.get("as_of")
+        assert isinstance(as_of, dt.date), f"{card.name}{where}: as_of (the date read) missing"
