@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .backends.base import Backend, BackendCall, BackendResult
-from .backends.registry import create_backend
+from .backends.registry import builtin_target, create_backend
 from .catalog import Catalog, Route
 from .config import Settings
 from .errors import (
@@ -40,6 +40,8 @@ from .errors import (
 )
 from .ledger.pricing import actual_cost
 from .outputs import OutputStep, Processed
+from .preflight import Missing, MissingExtra, missing_for, needs_text
+from .preflight import reason as missing_reason
 from .retry import RetryPolicy
 from .routing import (
     CircuitBreaker,
@@ -227,7 +229,17 @@ class _Core:
         opts = route.card.options
         return BackendCall(resolved, route.model, opts, self.settings.timeout_s, request_id)
 
-    def _check(self, route: Route, request: ImageRequest) -> str | None:
+    def missing_extras(self, route: Route, decision: Decision) -> list[Missing]:
+        """Optional modules this route would need for ``decision`` that are not installed (pure)."""
+        c2pa = self.outputs.signs_c2pa(decision, local=route.provider == "local")
+        given = self._backends.get(route.provider)  # a backend passed in brings its own imports
+        kind = f"{type(given).__module__}:{type(given).__name__}"
+        own = given is None or kind == builtin_target(route.provider)
+        return missing_for(route.provider if own else "", c2pa=c2pa)
+
+    def _check(self, route: Route, request: ImageRequest, decision: Decision | None = None) -> str | None:
+        if decision is not None and (missing := self.missing_extras(route, decision)):
+            return missing_reason(missing)
         try:
             backend = self.backend(route.provider)
         except GatewayError as exc:
@@ -253,7 +265,7 @@ class _Core:
             options=self.routing,
             stats=self.stats,
             breaker=self.breaker,
-            backend_check=self._check,
+            backend_check=lambda route, req: self._check(route, req, decision),
             expected_seconds=self.ledger.expected_seconds,
         )
 
@@ -300,10 +312,21 @@ class _Core:
             dropped = [f"{c.route.key}: {c.reason}" for c in plan.routes.candidates if c.stage != "hint"]
             msg = "no eligible route:\n  " + "\n  ".join(dropped or ["no provider card matches the request"])
             self.record(run, "failed", error_type="NoEligibleRoute")
+            self._raise_missing_extras(plan)
             if any(c.stage == "backend" for c in plan.routes.candidates):
                 # A backend refused the request as asked (e.g. a prompt tiny-digits cannot draw).
                 raise InvalidRequestError(msg)
             raise NoEligibleRoute(msg)
+
+    def _raise_missing_extras(self, plan: Plan) -> None:
+        """No route left and some were dropped for a missing extra: installing it is the fix (exit 2)."""
+        found: dict[str, list[Missing]] = {}
+        for c in plan.routes.candidates:
+            if c.stage == "backend" and (missing := self.missing_extras(c.route, plan.decision)):
+                found[c.route.key] = missing
+        if found:
+            detail = "; ".join(f"{key} needs {needs_text(m)}, not installed" for key, m in found.items())
+            raise MissingExtra([m for ms in found.values() for m in ms], detail=detail)
 
     # -------------------------------------------------------------- money (the stores' calls)
 

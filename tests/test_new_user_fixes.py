@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -68,7 +69,7 @@ def test_ticks_are_short_exact_decimals(top: Decimal) -> None:
     ticks = svg.ticks(top)
     assert ticks[0] == 0 and ticks[-1] >= top and len(ticks) == 5
     step = ticks[1] - ticks[0]
-    assert all(b - a == step for a, b in zip(ticks, ticks[1:], strict=False))
+    assert all(b - a == step for a, b in itertools.pairwise(ticks))
     for t in ticks:
         # A nice number: at most 3 significant digits (1, 2, 2.5, 5 x 10^k divided by 4).
         assert len(t.normalize().as_tuple().digits) <= 4, t
@@ -92,7 +93,8 @@ def test_readme_states_only_figures_the_benchmark_doc_shows() -> None:
     bench = (ROOT / "docs" / "benchmarks.md").read_text()
     assert "under a millisecond" not in readme
     shown = {(v, u.replace("us", "µs")) for v, u in _FIGURE.findall(bench)}
-    claims = [m for m in _FIGURE.finditer(readme) if "overhead" in readme[max(0, m.start() - 300) : m.end() + 300]]
+    near = [(m, readme[max(0, m.start() - 300) : m.end() + 300]) for m in _FIGURE.finditer(readme)]
+    claims = [m for m, around in near if "overhead" in around]
     assert claims, "the README should state the measured overhead"
     for m in claims:
         assert (m.group(1), m.group(2).replace("us", "µs")) in shown, m.group(0)
@@ -102,7 +104,9 @@ def test_readme_states_only_figures_the_benchmark_doc_shows() -> None:
 # --------------------------------------------------------------------------- item 5: card sources
 
 # "Title — https://..." or "Title — gateway/... (shipped)" then optional notes; the date read is `as_of`.
-_SOURCE = re.compile(r"^(?P<title>[^—]*\w[^—]*?) — (?P<where>https://[^\s;,()]+|gateway/[^\s;,()]+)(?P<note>.*)$")
+_SOURCE = re.compile(
+    r"^(?P<title>[^—]*\w[^—]*?) — (?P<where>https://[^\s;,()]+|gateway/[^\s;,()]+)(?P<note>.*)$"
+)
 
 
 def _sources(node: object, path: str = "") -> list[tuple[str, dict[str, object]]]:
@@ -129,6 +133,7 @@ def test_every_card_source_names_a_public_document(card: Path) -> None:
         m = _SOURCE.match(src)
         assert m, f"{card.name}{where}: source must read 'Title — URL': {src!r}"
         if m.group("where").startswith("gateway/"):
-            assert (ROOT / m.group("where")).exists(), f"{card.name}{where}: {m.group('where')} is not shipped"
+            shipped = ROOT / m.group("where")
+            assert shipped.exists(), f"{card.name}{where}: {m.group('where')} is not shipped"
         as_of = node.get("as_of")
         assert isinstance(as_of, dt.date), f"{card.name}{where}: as_of (the date read) missing"

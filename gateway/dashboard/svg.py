@@ -78,11 +78,11 @@ def stacked_bars(
         f'<svg class="chart wide" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
         f'role="img" aria-label="{escape(title)}"><title>{escape(title)}</title>'
     ]
-    for k, v in enumerate(axis):  # grid and y labels
+    for k, tick in enumerate(axis):  # grid and y labels
         y = top + plot_h - plot_h * k / 4
         out.append(f'<line x1="{left}" x2="{width - right}" y1="{_f(y)}" y2="{_f(y)}" stroke="#e3e6ea"/>')
         out.append(
-            f'<text x="{left - 6}" y="{_f(y + 4)}" text-anchor="end" class="ax">{escape(fmt(v))}</text>'
+            f'<text x="{left - 6}" y="{_f(y + 4)}" text-anchor="end" class="ax">{escape(fmt(tick))}</text>'
         )
     for i, label in enumerate(labels):
         x = left + i * bw
