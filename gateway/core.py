@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import quarantine
 from .backends.base import Backend, BackendCall, BackendResult
 from .backends.registry import builtin_target, create_backend
 from .catalog import Catalog, Route
@@ -40,7 +41,7 @@ from .errors import (
 )
 from .ledger.pricing import actual_cost
 from .outputs import OutputStep, Processed
-from .preflight import Missing, MissingExtra, missing_for, needs_text
+from .preflight import Missing, MissingExtra, extra_for, from_import_error, missing_for, needs_text
 from .preflight import reason as missing_reason
 from .retry import RetryPolicy
 from .routing import (
@@ -127,6 +128,7 @@ class _Run:
     estimated: Decimal = Decimal(0)
     claim: KeyClaim | None = None  # idempotency key, claimed with the first reservation
     seed_given: int | None = None  # the caller's own seed (the result cache needs one)
+    paid: tuple[Route, BackendResult] | None = None  # a backend returned images: they are paid for
 
 
 class _Core:
@@ -400,6 +402,7 @@ class _Core:
         self.breaker.record_success(route.key)
         self.stats.observe(route.key, result.usage.elapsed_s or latency)
         run.attempts.append(Attempt(route.provider, route.model, "ok", latency, None, retries))
+        run.paid = (route, result)
         cost = actual_cost(route, run.plan.request, result.usage)
         self.record(run, "attempt", provider=route.provider, model=route.model, route_key=route.key,
                     outcome="ok", latency_s=round(latency, 6), retries=retries, cost_usd=str(cost),
@@ -418,15 +421,20 @@ class _Core:
             seed=p.request.seed,
             prompt_sha256=hashlib.sha256(p.request.prompt.encode()).hexdigest(),
         )
-        processed = self.outputs.process(
-            result.images,
-            decision=p.decision,
-            context=p.context,
-            info=info,
-            local=route.provider == "local",
-            metadata=dict(result.metadata),
-            provider_watermark=route.card.provenance.watermark,
-        )
+        try:
+            processed = self.outputs.process(
+                result.images,
+                decision=p.decision,
+                context=p.context,
+                info=info,
+                local=route.provider == "local",
+                metadata=dict(result.metadata),
+                provider_watermark=route.card.provenance.watermark,
+            )
+        except ModuleNotFoundError as exc:  # planning checks extras; this is the last guard
+            if extra_for(exc.name or "") == "all":
+                raise
+            raise from_import_error(exc, context=f"{route.key} outputs") from exc
         self.keeper.keep_quarantined(run, result.images, processed.quarantined)
         return processed
 
@@ -441,6 +449,12 @@ class _Core:
     ) -> GenerationResult:
         p = run.plan
         images = tuple(processed.images)
+        if processed.quarantined:  # held by an output check: paid for, so kept on disk for review
+            held = [int(q["index"]) for q in processed.quarantined]
+            kept = quarantine.keep(self.settings.home, p.request_id, result.images, indices=held,
+                                   reason="held by an output check", meta=_kept_meta(route))  # fmt: skip
+            for q, (_, path, digest) in zip(processed.quarantined, kept.files, strict=True):
+                q.update(path=str(path), sha256=digest)
         for q in processed.quarantined:
             self.record(run, "quarantined", provider=route.provider, model=route.model, **q)
         self.record(
@@ -535,10 +549,44 @@ def _default_telemetry(s: Settings) -> Telemetry:
     return Telemetry(tp, mp, capture_prompt=bool(s.telemetry.get("capture_prompt", False)))
 
 
+def _kept_meta(route: Route) -> dict[str, Any]:
+    return {"provider": route.provider, "model": route.model, "route_key": route.key}
+
+
+def _keep_paid(core: _Core, run: _Run, exc: BaseException) -> dict[str, Any] | None:
+    """Quarantine the raw outputs of a paid call whose request failed, and say where in ``exc``."""
+    if run.paid is None:
+        return None
+    route, result = run.paid
+    try:
+        why = f"{type(exc).__name__}: {_safe_message(exc)}"
+        kept = quarantine.keep(core.settings.home, run.plan.request_id, result.images, reason=why,
+                               meta=_kept_meta(route))  # fmt: skip
+    except OSError as write_exc:
+        _tell(exc, f"{len(result.images)} paid output image(s) could NOT be quarantined: {write_exc}")
+        return {"error": type(write_exc).__name__}
+    _tell(exc, kept.describe())
+    return kept.to_dict()
+
+
+def _tell(exc: BaseException, note: str) -> None:
+    """Add ``note`` to the message the caller sees (``detail`` where the message is an install line)."""
+    if isinstance(exc, MissingExtra):
+        exc.detail = f"{exc.detail}; {note}"
+    elif exc.args and isinstance(exc.args[0], str):
+        exc.args = (f"{exc.args[0]} ({note})", *exc.args[1:])
+    else:
+        exc.args = (note, *exc.args)
+
+
 def _audit_failure(core: _Core, run: _Run, exc: BaseException) -> None:
-    """Write what happened to a request that did not succeed. An audit failure here is re-raised."""
+    """Write what happened to a request that did not succeed. An audit failure here is re-raised.
+
+    Paid outputs go to quarantine first, so that even a failing audit write cannot lose them.
+    """
     from .ledger.idempotency import KeyTaken
 
+    kept = _keep_paid(core, run, exc)
     if isinstance(exc, AuditWriteError | KeyTaken):  # a lost key race moved no money: it waits, then replays
         return
     last = run.records[-1] if run.records else None
@@ -552,7 +600,14 @@ def _audit_failure(core: _Core, run: _Run, exc: BaseException) -> None:
         run.records[-1]["rule_ids"] = list(exc.rule_ids)
     if isinstance(exc, BudgetExceeded):
         run.records[-1]["event"] = "budget_refused"
-    core.audit.append_many(run.records)
+    if kept is not None:
+        run.records[-1]["quarantine"] = kept
+    try:
+        core.audit.append_many(run.records)
+    except AuditWriteError as audit_exc:
+        if kept is not None and "dir" in kept:
+            _tell(audit_exc, f"paid outputs of the failed request kept in {kept['dir']}")
+        raise
 
 
 def _step(trace: Any, name: str) -> Any:
