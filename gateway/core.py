@@ -38,8 +38,10 @@ from .errors import (
     NoEligibleRoute,
     PolicyDenied,
     ProvidersFailed,
+    ReservationExhausted,
 )
 from .ledger.pricing import actual_cost
+from .ledger.timebill import WorkHistory, expected_seconds, seconds_for, time_billed, work_units
 from .outputs import OutputStep, Processed
 from .preflight import Missing, MissingExtra, extra_for, from_import_error, missing_for, needs_text
 from .preflight import reason as missing_reason
@@ -183,6 +185,7 @@ class _Core:
         )
         self.routing = RoutingOptions(s.routing.strategy, s.routing.priority, s.routing.weights)
         self.stats = RouteStats(default_stats_path(s.home))
+        self.work = WorkHistory(s.home / "work_history.json")
         self.breaker = CircuitBreaker(s.routing.breaker_threshold, s.routing.breaker_cooldown_s)
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.monotonic = monotonic
@@ -268,8 +271,23 @@ class _Core:
             stats=self.stats,
             breaker=self.breaker,
             backend_check=lambda route, req: self._check(route, req, decision),
-            expected_seconds=self.ledger.expected_seconds,
+            expected_seconds=lambda key: self._expected_seconds(key, request),
         )
+
+    def _expected_seconds(self, key: str, request: ImageRequest) -> float | None:
+        """Billed seconds to reserve for on a time-billed route: scales with images x steps."""
+        route = self.catalog.get(key)
+        if route is None or not time_billed(route):
+            return None
+        return expected_seconds(route, request, self.work.samples(key))
+
+    def bound(self, call: BackendCall, route: Route, reserved: Decimal) -> BackendCall:
+        """Hand a time-billed call the billed seconds its reservation pays for (its spending limit)."""
+        if not time_billed(route):
+            return call
+        from dataclasses import replace
+
+        return replace(call, max_billed_s=seconds_for(route, reserved))
 
     # -------------------------------------------------------------- evidence helpers
 
@@ -389,7 +407,8 @@ class _Core:
         self, run: _Run, route: Route, exc: BackendError, started: float, retries: int
     ) -> None:
         latency = time.perf_counter() - started
-        self.breaker.record_failure(route.key, self.monotonic())
+        if not isinstance(exc, ReservationExhausted):  # the budget's stop is not the route's fault
+            self.breaker.record_failure(route.key, self.monotonic())
         name = type(exc).__name__
         run.attempts.append(Attempt(route.provider, route.model, name, latency, str(exc), retries))
         self.record(run, "attempt", provider=route.provider, model=route.model, route_key=route.key,
@@ -404,9 +423,17 @@ class _Core:
         run.attempts.append(Attempt(route.provider, route.model, "ok", latency, None, retries))
         run.paid = (route, result)
         cost = actual_cost(route, run.plan.request, result.usage)
+        extra: dict[str, Any] = {}
+        if time_billed(route):
+            billed = result.usage.predict_time_s
+            units = work_units(route, run.plan.request)
+            self.work.observe(route.key, units, billed if billed is not None else result.usage.elapsed_s)
+        if cost > run.estimated:  # the reservation bounds spend: settle at it, keep the provider's figure
+            extra = {"cost_capped": True, "uncapped_cost_usd": str(cost), "reserved_usd": str(run.estimated)}
+            cost = run.estimated
         self.record(run, "attempt", provider=route.provider, model=route.model, route_key=route.key,
                     outcome="ok", latency_s=round(latency, 6), retries=retries, cost_usd=str(cost),
-                    provider_request_id=result.usage.provider_request_id)  # fmt: skip
+                    provider_request_id=result.usage.provider_request_id, **extra)  # fmt: skip
         return cost
 
     def process_outputs(self, run: _Run, route: Route, result: BackendResult) -> Processed:
@@ -520,9 +547,11 @@ class _Core:
         if now - self._last_stats_save > 5.0:
             self._last_stats_save = now
             self.stats.save()
+            self.work.save()
 
     def close(self) -> None:
         self.stats.save()
+        self.work.save()
         for b in self._backends.values():
             b.close()
         self.ledger.close()
