@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -116,6 +118,8 @@ def test_a_phrase_is_caught_under_every_trick(words: list[str], trick: str, befo
 @settings(max_examples=300, deadline=None)
 @given(word=WORDS, suffix=st.text(alphabet="abcdefghilmnorstuy", min_size=1, max_size=4))
 def test_a_plain_term_never_matches_a_longer_word(word: str, suffix: str) -> None:
+    if re.search(r"(.)\1\1", word + suffix):
+        return  # "nuuude": a letter three times in a row is read as emphasis of the shorter word
     idx = index([word])
     prompts = [f"a {word}{suffix} here"]
     if word[0] not in "ai":  # spaced "a s e x" may also read as the article "a" + "sex" (documented)

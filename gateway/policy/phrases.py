@@ -22,6 +22,7 @@ The price of run-together matching is that a phrase's letters written as one inn
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -48,6 +49,12 @@ class Position:
 
 
 def _forms(chunk: str) -> set[str]:
+    if chunk.isascii() and chunk.isalpha():  # fast path: one plain word
+        return (
+            {chunk, _REPEAT.sub(r"\1", chunk), _REPEAT.sub(r"\1\1", chunk)}
+            if _REPEAT.search(chunk)
+            else {chunk}
+        )
     joined = "".join(_WORD.findall(chunk))
     if not joined:
         return {chunk.translate(_LEET_A)} if len(chunk) == 1 and chunk in LEET else set()
@@ -88,48 +95,64 @@ class PhraseIndex:
     """Exact terms keyed by their letters with spaces removed, plus every prefix of those keys."""
 
     def __init__(self) -> None:
-        self._keys: dict[str, list[_Entry]] = {}
-        self._prefixes: set[str] = set()
+        # Two tables: phrases may join any positions, single words only single-character ones.
+        self._keys: dict[bool, dict[str, list[_Entry]]] = {True: {}, False: {}}
+        self._prefixes: dict[bool, set[str]] = {True: set(), False: set()}
         self._longest = 0
 
     def add(self, term: Term, owner: int) -> None:
         if term.kind != "exact":
             return
-        key = term.key.replace(" ", "")
-        self._keys.setdefault(key, []).append(_Entry(owner, term.source, " " in term.key))
-        self._prefixes.update(key[:i] for i in range(1, len(key) + 1))
+        key, phrase = term.key.replace(" ", ""), " " in term.key
+        self._keys[phrase].setdefault(key, []).append(_Entry(owner, term.source, phrase))
+        self._prefixes[phrase].update(key[:i] for i in range(1, len(key) + 1))
         self._longest = max(self._longest, len(key))
 
     def __bool__(self) -> bool:
-        return bool(self._keys)
+        return bool(self._keys[True] or self._keys[False])
 
     def hits(self, analysis: Analysis) -> list[Hit]:
-        stream = positions(analysis)
-        prefixes = self._prefixes
-        if not any(not p.forms.isdisjoint(prefixes) for p in stream):
+        phrases, words = self._prefixes[True], self._prefixes[False]
+        if not phrases and not words:
             return []
+        if not _worth_walking(analysis, phrases):
+            return []
+        stream = positions(analysis)
         out: list[Hit] = []
         for i, first in enumerate(stream):
-            if first.forms.isdisjoint(prefixes) or not _may_start(stream, i):
-                continue
-            out.extend(self._walk(stream, i))
+            spaced = first.single and i + 1 < len(stream) and stream[i + 1].single
+            candidate = (phrases and not first.forms.isdisjoint(phrases)) or (spaced and words)
+            if candidate and _may_start(stream, i):
+                out.extend(self._walk(stream, i, True))
+                if spaced:
+                    out.extend(self._walk(stream, i, False))
         return out
 
-    def _walk(self, stream: list[Position], i: int) -> Iterable[Hit]:
-        todo = [(i, form) for form in stream[i].forms if form in self._prefixes]
+    def _walk(self, stream: list[Position], i: int, phrase: bool) -> Iterable[Hit]:
+        """Depth-first over concatenations of consecutive positions' forms that stay key prefixes."""
+        keys, prefixes = self._keys[phrase], self._prefixes[phrase]
+        todo = [(i, form) for form in stream[i].forms if form in prefixes]
         while todo:
             j, acc = todo.pop()
-            found = self._keys.get(acc)
-            if found and j > i and _may_end(stream, j):
-                all_single = all(p.single for p in stream[i : j + 1])
-                for e in found:
-                    if e.phrase or all_single:
-                        yield Hit(e.owner, e.source, stream[i].start, stream[j].end)
-            elif found and j == i and any(e.phrase for e in found) and _may_end(stream, j):
-                # A phrase written as one chunk ("pornstar", "porn-star"): words run together.
-                yield from (Hit(e.owner, e.source, stream[i].start, stream[j].end) for e in found if e.phrase)
-            if j + 1 < len(stream) and len(acc) < self._longest:
-                todo.extend((j + 1, acc + f) for f in stream[j + 1].forms if acc + f in self._prefixes)
+            found = keys.get(acc)
+            # One position is already a word hit; for a phrase it means its words run together.
+            if found and (j > i or phrase) and _may_end(stream, j):
+                yield from (Hit(e.owner, e.source, stream[i].start, stream[j].end) for e in found)
+            if j + 1 < len(stream) and len(acc) < self._longest and (phrase or stream[j + 1].single):
+                todo.extend((j + 1, acc + f) for f in stream[j + 1].forms if acc + f in prefixes)
+
+
+def _worth_walking(analysis: Analysis, phrase_prefixes: set[str]) -> bool:
+    """Cheap screen (the common case is no hit): a word or decoded variant that can begin a phrase,
+    or two single characters in a row (a spaced-out word). Otherwise no walk can find anything."""
+    words = analysis.words
+    if any(len(a[0]) == 1 and len(b[0]) == 1 for a, b in itertools.pairwise(words)):
+        return True
+    if not phrase_prefixes:
+        return False
+    return any(w in phrase_prefixes for w, _, _ in words) or any(
+        w in phrase_prefixes for w, _, _ in analysis.variants
+    )
 
 
 def _may_start(stream: list[Position], i: int) -> bool:
