@@ -128,6 +128,7 @@ class Gateway:
             with run.trace.step("ledger.reserve", route=route.key):
                 res = core.reserve(run, route, estimate)
             run.estimated = estimate
+            call = core.bound(call, route, estimate)
             retries = 0
 
             def on_retry(_exc: BaseException, _n: int) -> None:
@@ -262,6 +263,7 @@ class AsyncGateway:
             with run.trace.step("ledger.reserve", route=route.key):
                 res = await self._store(blocking, partial(core.reserve, run, route, estimate))
             run.estimated = estimate
+            call = core.bound(call, route, estimate)
             retries = 0
 
             def on_retry(_exc: BaseException, _n: int) -> None:

@@ -99,7 +99,24 @@ class Settings(BaseModel):
             settings = load_model(cls, p)
             settings = settings._relative_to(p.resolve().parent)
         clean = {k: v for k, v in overrides.items() if v is not None}
-        return settings.model_copy(update=clean) if clean else settings
+        return settings._with_overrides(clean) if clean else settings
+
+    def _with_overrides(self, clean: dict[str, Any]) -> Settings:
+        """Apply keyword overrides through validation, exactly like values read from a file.
+
+        ``model_copy(update=...)`` would skip validation and keep a ``str`` where a ``Path`` belongs.
+        """
+        from pydantic import ValidationError
+
+        from .errors import ConfigError
+
+        data = {k: getattr(self, k) for k in type(self).model_fields}
+        try:
+            return type(self).model_validate({**data, **clean})
+        except ValidationError as exc:
+            errs = exc.errors(include_url=False)
+            msgs = [f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in errs[:5]]
+            raise ConfigError("invalid setting override: " + "; ".join(msgs)) from None
 
     def _relative_to(self, base: Path) -> Settings:
         def fix(p: Path) -> Path:

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import quarantine
 from .backends.base import Backend, BackendCall, BackendResult
-from .backends.registry import create_backend
+from .backends.registry import builtin_target, create_backend
 from .catalog import Catalog, Route
 from .config import Settings
 from .errors import (
@@ -37,9 +38,13 @@ from .errors import (
     NoEligibleRoute,
     PolicyDenied,
     ProvidersFailed,
+    ReservationExhausted,
 )
 from .ledger.pricing import actual_cost
+from .ledger.timebill import WorkHistory, expected_seconds, seconds_for, time_billed, work_units
 from .outputs import OutputStep, Processed
+from .preflight import Missing, MissingExtra, extra_for, from_import_error, missing_for, needs_text
+from .preflight import reason as missing_reason
 from .retry import RetryPolicy
 from .routing import (
     CircuitBreaker,
@@ -125,6 +130,7 @@ class _Run:
     estimated: Decimal = Decimal(0)
     claim: KeyClaim | None = None  # idempotency key, claimed with the first reservation
     seed_given: int | None = None  # the caller's own seed (the result cache needs one)
+    paid: tuple[Route, BackendResult] | None = None  # a backend returned images: they are paid for
 
 
 class _Core:
@@ -179,6 +185,7 @@ class _Core:
         )
         self.routing = RoutingOptions(s.routing.strategy, s.routing.priority, s.routing.weights)
         self.stats = RouteStats(default_stats_path(s.home))
+        self.work = WorkHistory(s.home / "work_history.json")
         self.breaker = CircuitBreaker(s.routing.breaker_threshold, s.routing.breaker_cooldown_s)
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.monotonic = monotonic
@@ -227,7 +234,17 @@ class _Core:
         opts = route.card.options
         return BackendCall(resolved, route.model, opts, self.settings.timeout_s, request_id)
 
-    def _check(self, route: Route, request: ImageRequest) -> str | None:
+    def missing_extras(self, route: Route, decision: Decision) -> list[Missing]:
+        """Optional modules this route would need for ``decision`` that are not installed (pure)."""
+        c2pa = self.outputs.signs_c2pa(decision, local=route.provider == "local")
+        given = self._backends.get(route.provider)  # a backend passed in brings its own imports
+        kind = f"{type(given).__module__}:{type(given).__name__}"
+        own = given is None or kind == builtin_target(route.provider)
+        return missing_for(route.provider if own else "", c2pa=c2pa)
+
+    def _check(self, route: Route, request: ImageRequest, decision: Decision | None = None) -> str | None:
+        if decision is not None and (missing := self.missing_extras(route, decision)):
+            return missing_reason(missing)
         try:
             backend = self.backend(route.provider)
         except GatewayError as exc:
@@ -253,9 +270,24 @@ class _Core:
             options=self.routing,
             stats=self.stats,
             breaker=self.breaker,
-            backend_check=self._check,
-            expected_seconds=self.ledger.expected_seconds,
+            backend_check=lambda route, req: self._check(route, req, decision),
+            expected_seconds=lambda key: self._expected_seconds(key, request),
         )
+
+    def _expected_seconds(self, key: str, request: ImageRequest) -> float | None:
+        """Billed seconds to reserve for on a time-billed route: scales with images x steps."""
+        route = self.catalog.get(key)
+        if route is None or not time_billed(route):
+            return None
+        return expected_seconds(route, request, self.work.samples(key))
+
+    def bound(self, call: BackendCall, route: Route, reserved: Decimal) -> BackendCall:
+        """Hand a time-billed call the billed seconds its reservation pays for (its spending limit)."""
+        if not time_billed(route):
+            return call
+        from dataclasses import replace
+
+        return replace(call, max_billed_s=seconds_for(route, reserved))
 
     # -------------------------------------------------------------- evidence helpers
 
@@ -300,10 +332,21 @@ class _Core:
             dropped = [f"{c.route.key}: {c.reason}" for c in plan.routes.candidates if c.stage != "hint"]
             msg = "no eligible route:\n  " + "\n  ".join(dropped or ["no provider card matches the request"])
             self.record(run, "failed", error_type="NoEligibleRoute")
+            self._raise_missing_extras(plan)
             if any(c.stage == "backend" for c in plan.routes.candidates):
                 # A backend refused the request as asked (e.g. a prompt tiny-digits cannot draw).
                 raise InvalidRequestError(msg)
             raise NoEligibleRoute(msg)
+
+    def _raise_missing_extras(self, plan: Plan) -> None:
+        """No route left and some were dropped for a missing extra: installing it is the fix (exit 2)."""
+        found: dict[str, list[Missing]] = {}
+        for c in plan.routes.candidates:
+            if c.stage == "backend" and (missing := self.missing_extras(c.route, plan.decision)):
+                found[c.route.key] = missing
+        if found:
+            detail = "; ".join(f"{key} needs {needs_text(m)}, not installed" for key, m in found.items())
+            raise MissingExtra([m for ms in found.values() for m in ms], detail=detail)
 
     # -------------------------------------------------------------- money (the stores' calls)
 
@@ -364,7 +407,8 @@ class _Core:
         self, run: _Run, route: Route, exc: BackendError, started: float, retries: int
     ) -> None:
         latency = time.perf_counter() - started
-        self.breaker.record_failure(route.key, self.monotonic())
+        if not isinstance(exc, ReservationExhausted):  # the budget's stop is not the route's fault
+            self.breaker.record_failure(route.key, self.monotonic())
         name = type(exc).__name__
         run.attempts.append(Attempt(route.provider, route.model, name, latency, str(exc), retries))
         self.record(run, "attempt", provider=route.provider, model=route.model, route_key=route.key,
@@ -377,10 +421,19 @@ class _Core:
         self.breaker.record_success(route.key)
         self.stats.observe(route.key, result.usage.elapsed_s or latency)
         run.attempts.append(Attempt(route.provider, route.model, "ok", latency, None, retries))
+        run.paid = (route, result)
         cost = actual_cost(route, run.plan.request, result.usage)
+        extra: dict[str, Any] = {}
+        if time_billed(route):
+            billed = result.usage.predict_time_s
+            units = work_units(route, run.plan.request)
+            self.work.observe(route.key, units, billed if billed is not None else result.usage.elapsed_s)
+        if cost > run.estimated:  # the reservation bounds spend: settle at it, keep the provider's figure
+            extra = {"cost_capped": True, "uncapped_cost_usd": str(cost), "reserved_usd": str(run.estimated)}
+            cost = run.estimated
         self.record(run, "attempt", provider=route.provider, model=route.model, route_key=route.key,
                     outcome="ok", latency_s=round(latency, 6), retries=retries, cost_usd=str(cost),
-                    provider_request_id=result.usage.provider_request_id)  # fmt: skip
+                    provider_request_id=result.usage.provider_request_id, **extra)  # fmt: skip
         return cost
 
     def process_outputs(self, run: _Run, route: Route, result: BackendResult) -> Processed:
@@ -395,15 +448,20 @@ class _Core:
             seed=p.request.seed,
             prompt_sha256=hashlib.sha256(p.request.prompt.encode()).hexdigest(),
         )
-        processed = self.outputs.process(
-            result.images,
-            decision=p.decision,
-            context=p.context,
-            info=info,
-            local=route.provider == "local",
-            metadata=dict(result.metadata),
-            provider_watermark=route.card.provenance.watermark,
-        )
+        try:
+            processed = self.outputs.process(
+                result.images,
+                decision=p.decision,
+                context=p.context,
+                info=info,
+                local=route.provider == "local",
+                metadata=dict(result.metadata),
+                provider_watermark=route.card.provenance.watermark,
+            )
+        except ModuleNotFoundError as exc:  # planning checks extras; this is the last guard
+            if extra_for(exc.name or "") == "all":
+                raise
+            raise from_import_error(exc, context=f"{route.key} outputs") from exc
         self.keeper.keep_quarantined(run, result.images, processed.quarantined)
         return processed
 
@@ -418,6 +476,12 @@ class _Core:
     ) -> GenerationResult:
         p = run.plan
         images = tuple(processed.images)
+        if processed.quarantined:  # held by an output check: paid for, so kept on disk for review
+            held = [int(q["index"]) for q in processed.quarantined]
+            kept = quarantine.keep(self.settings.home, p.request_id, result.images, indices=held,
+                                   reason="held by an output check", meta=_kept_meta(route))  # fmt: skip
+            for q, (_, path, digest) in zip(processed.quarantined, kept.files, strict=True):
+                q.update(path=str(path), sha256=digest)
         for q in processed.quarantined:
             self.record(run, "quarantined", provider=route.provider, model=route.model, **q)
         self.record(
@@ -483,9 +547,11 @@ class _Core:
         if now - self._last_stats_save > 5.0:
             self._last_stats_save = now
             self.stats.save()
+            self.work.save()
 
     def close(self) -> None:
         self.stats.save()
+        self.work.save()
         for b in self._backends.values():
             b.close()
         self.ledger.close()
@@ -512,10 +578,44 @@ def _default_telemetry(s: Settings) -> Telemetry:
     return Telemetry(tp, mp, capture_prompt=bool(s.telemetry.get("capture_prompt", False)))
 
 
+def _kept_meta(route: Route) -> dict[str, Any]:
+    return {"provider": route.provider, "model": route.model, "route_key": route.key}
+
+
+def _keep_paid(core: _Core, run: _Run, exc: BaseException) -> dict[str, Any] | None:
+    """Quarantine the raw outputs of a paid call whose request failed, and say where in ``exc``."""
+    if run.paid is None:
+        return None
+    route, result = run.paid
+    try:
+        why = f"{type(exc).__name__}: {_safe_message(exc)}"
+        kept = quarantine.keep(core.settings.home, run.plan.request_id, result.images, reason=why,
+                               meta=_kept_meta(route))  # fmt: skip
+    except OSError as write_exc:
+        _tell(exc, f"{len(result.images)} paid output image(s) could NOT be quarantined: {write_exc}")
+        return {"error": type(write_exc).__name__}
+    _tell(exc, kept.describe())
+    return kept.to_dict()
+
+
+def _tell(exc: BaseException, note: str) -> None:
+    """Add ``note`` to the message the caller sees (``detail`` where the message is an install line)."""
+    if isinstance(exc, MissingExtra):
+        exc.detail = f"{exc.detail}; {note}"
+    elif exc.args and isinstance(exc.args[0], str):
+        exc.args = (f"{exc.args[0]} ({note})", *exc.args[1:])
+    else:
+        exc.args = (note, *exc.args)
+
+
 def _audit_failure(core: _Core, run: _Run, exc: BaseException) -> None:
-    """Write what happened to a request that did not succeed. An audit failure here is re-raised."""
+    """Write what happened to a request that did not succeed. An audit failure here is re-raised.
+
+    Paid outputs go to quarantine first, so that even a failing audit write cannot lose them.
+    """
     from .ledger.idempotency import KeyTaken
 
+    kept = _keep_paid(core, run, exc)
     if isinstance(exc, AuditWriteError | KeyTaken):  # a lost key race moved no money: it waits, then replays
         return
     last = run.records[-1] if run.records else None
@@ -529,7 +629,14 @@ def _audit_failure(core: _Core, run: _Run, exc: BaseException) -> None:
         run.records[-1]["rule_ids"] = list(exc.rule_ids)
     if isinstance(exc, BudgetExceeded):
         run.records[-1]["event"] = "budget_refused"
-    core.audit.append_many(run.records)
+    if kept is not None:
+        run.records[-1]["quarantine"] = kept
+    try:
+        core.audit.append_many(run.records)
+    except AuditWriteError as audit_exc:
+        if kept is not None and "dir" in kept:
+            _tell(audit_exc, f"paid outputs of the failed request kept in {kept['dir']}")
+        raise
 
 
 def _step(trace: Any, name: str) -> Any:

@@ -19,6 +19,7 @@ never by a chain of ``isinstance`` checks::
     │   ├── InvalidBackendRequest        the provider refused the input (not retryable)
     │   ├── ContentFiltered              provider-side moderation blocked the prompt or output
     │   ├── BackendTimeout               no final answer within the deadline
+    │   │   └── ReservationExhausted         a time-billed run used the time its reservation pays for
     │   ├── BackendUnavailable           5xx, connection refused/reset
     │   └── BadResponse                  the provider answered something we cannot use
     ├── AuditWriteError               1  the audit record could not be written: fail closed
@@ -157,6 +158,13 @@ class BackendTimeout(BackendError):
     """
 
 
+class ReservationExhausted(BackendTimeout):
+    """A time-billed run reached the billed seconds its reservation pays for and was stopped.
+
+    The budget's hard stop, not a fault of the route: it does not count towards the circuit breaker.
+    """
+
+
 class BackendUnavailable(BackendError):
     """The provider is down or the connection failed before the call was accepted."""
 
@@ -197,6 +205,7 @@ __all__ = [
     "ProvidersFailed",
     "RateLimitExceeded",
     "RateLimited",
+    "ReservationExhausted",
     "UsageError",
     "VerificationFailed",
 ]

@@ -92,6 +92,14 @@ class OutputStep:
     watermark_remote: bool = True
     c2pa_remote: bool = True
 
+    def wants_c2pa(self, decision: Decision, *, local: bool) -> bool:
+        """Whether outputs of this request get our C2PA manifest (planning asks, to check c2pa is there)."""
+        return local or self.c2pa_remote or decision.provenance.c2pa_required
+
+    def signs_c2pa(self, decision: Decision, *, local: bool) -> bool:
+        """:meth:`wants_c2pa`, and there is a provenance step to do the signing."""
+        return self.provenance is not None and self.wants_c2pa(decision, local=local)
+
     def process(
         self,
         raw: Sequence[bytes],
@@ -122,7 +130,7 @@ class OutputStep:
         held = {f.index: f for f in findings}
         req = decision.provenance
         want_wm = not provider_watermark and (local or self.watermark_remote or req.watermark_required)
-        want_c2pa = local or self.c2pa_remote or req.c2pa_required
+        want_c2pa = self.wants_c2pa(decision, local=local)
         for i, data in enumerate(raw):
             if i in held:
                 f = held[i]

@@ -28,6 +28,9 @@ class BackendCall:
     options: Mapping[str, Any] = field(default_factory=dict)
     timeout_s: float = 120.0
     request_id: str = ""
+    # Time-billed routes: the billed seconds the reservation pays for. A backend stops the run (local:
+    # between denoising steps; Replicate: cancels the prediction) rather than bill past it.
+    max_billed_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

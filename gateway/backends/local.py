@@ -20,13 +20,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendError, InvalidBackendRequest, UsageError
+from ..errors import BackendError, InvalidBackendRequest, ReservationExhausted, UsageError
 from .base import Backend, BackendCall, BackendResult, Usage
 
 # Scheduler names (the public vocabulary of ImageRequest.scheduler) -> diffusers class names.
@@ -87,6 +88,42 @@ def resolve_model_dir(model: str, options: dict[str, Any] | None = None) -> Path
     return path
 
 
+# The deadline check of the run in progress on this thread: runners call ``guard_step()`` between
+# denoising steps (a contextvar keeps the runner signature unchanged for every registered runner).
+STEP_GUARD: ContextVar[Callable[[], None] | None] = ContextVar("gateway_local_step_guard", default=None)
+
+
+def step_guard(call: BackendCall, clock: Callable[[], float], started: float) -> Callable[[], None] | None:
+    """Stop before a step that would run past ``call.max_billed_s`` (what the reservation pays for).
+
+    Called before every step after the first: if the time used so far plus the last step's duration
+    would pass the limit, the run stops there with :class:`ReservationExhausted` (the ledger keeps the
+    reservation as spent: the device time was used).
+    """
+    limit = call.max_billed_s
+    if limit is None:
+        return None
+    last = [started]
+
+    def guard() -> None:
+        now = clock()
+        step, last[0] = now - last[0], now
+        if now - started + step > limit:
+            raise ReservationExhausted(
+                f"local run stopped after {now - started:.3f}s: the next step would pass the {limit:.3f}s"
+                " of device time its reservation pays for",
+                provider="local",
+            )
+
+    return guard
+
+
+def guard_step() -> None:
+    guard = STEP_GUARD.get()
+    if guard is not None:
+        guard()
+
+
 @dataclass
 class _Loaded:
     runner: Callable[..., tuple[list[bytes], dict[str, Any]]]
@@ -98,9 +135,17 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(self, device: str = "cpu", dtype: str = "float32", max_workers: int = 1, **_: Any) -> None:
+    def __init__(
+        self,
+        device: str = "cpu",
+        dtype: str = "float32",
+        max_workers: int = 1,
+        clock: Callable[[], float] = time.perf_counter,
+        **_: Any,
+    ) -> None:
         self.device = device
         self.dtype = dtype
+        self._clock = clock  # injected so tests can give each denoising step any duration
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gateway-local")
         self._loaded: dict[Path, _Loaded] = {}
         self._load_lock = threading.Lock()
@@ -114,19 +159,26 @@ class LocalBackend(Backend):
         return None
 
     def generate(self, call: BackendCall) -> BackendResult:
-        started = time.perf_counter()
+        """Run the pipeline. Billed time (``predict_time_s``) starts once the model is loaded: loading
+        happens once per process and is not the request's work; ``elapsed_s`` includes it."""
+        started = self._clock()
         loaded = self._load(resolve_model_dir(call.model, dict(call.options)))
         with loaded.lock:  # a pipeline object is not safe to share between threads
+            run_started = self._clock()
+            token = STEP_GUARD.set(step_guard(call, self._clock, run_started))
             try:
                 images, meta = loaded.runner(call)
             except BackendError:
                 raise
             except (RuntimeError, ValueError) as exc:
                 raise InvalidBackendRequest(f"local pipeline failed: {exc}", provider="local") from exc
-        elapsed = time.perf_counter() - started
+            finally:
+                STEP_GUARD.reset(token)
+            billed = self._clock() - run_started
+        elapsed = self._clock() - started
         return BackendResult(
             images=tuple(images),
-            usage=Usage(images=len(images), elapsed_s=elapsed, predict_time_s=elapsed, hardware=self.device),
+            usage=Usage(images=len(images), elapsed_s=elapsed, predict_time_s=billed, hardware=self.device),
             seed=call.request.seed,
             metadata=meta,
         )
@@ -221,7 +273,9 @@ def _tiny_digits_runner(path: Path, device: str, dtype: str) -> Runner:
         if "generator" in _step_params(sched):
             step_kwargs["generator"] = gen
         with torch.inference_mode():
-            for t in sched.timesteps:
+            for i, t in enumerate(sched.timesteps):
+                if i:
+                    guard_step()
                 inp = sched.scale_model_input(torch.cat([x, x]), t)
                 eps = unet(inp, t, class_labels=labels).sample
                 eps_c, eps_u = eps.chunk(2)
@@ -289,12 +343,26 @@ def _diffusers_runner(path: Path, device: str, dtype: str) -> Runner:
             "guidance_scale": r.guidance_scale,
             "generator": torch.Generator(device="cpu").manual_seed(int(r.seed or 0)),
             "output_type": "pil",
+            "callback_on_step_end": _step_end_guard(r.steps),
         }
         kwargs = {k: v for k, v in wanted.items() if v is not None and k in accepted}
         images = pipe(**kwargs).images
         return [_png(img) for img in images], {"pipeline": type(pipe).__name__}
 
     return run
+
+
+def _step_end_guard(steps: int | None) -> Callable[..., Any] | None:
+    """diffusers' ``callback_on_step_end``: the deadline check between steps (none after the last)."""
+    if STEP_GUARD.get() is None:
+        return None
+
+    def callback(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if steps is None or step + 1 < steps:
+            guard_step()
+        return kwargs
+
+    return callback
 
 
 RUNNERS: dict[str, Callable[[Path, str, str], Runner]] = {"TinyDigitsPipeline": _tiny_digits_runner}

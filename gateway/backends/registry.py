@@ -43,6 +43,11 @@ def available_backends() -> list[str]:
     return sorted(names)
 
 
+def builtin_target(name: str) -> str | None:
+    """``module:Class`` of the built-in backend ``name`` (None for others), for preflight checks."""
+    return _BUILTIN.get(name)
+
+
 def backend_factory(name: str) -> BackendFactory:
     """Resolve ``name`` to a factory, importing its module only now."""
     if name in _registered:

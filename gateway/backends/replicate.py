@@ -43,6 +43,7 @@ from ..errors import (
     ContentFiltered,
     InvalidBackendRequest,
     RateLimited,
+    ReservationExhausted,
 )
 from ..retry import RetryPolicy
 from ._download import DEFAULT_MAX_BYTES, DownloadPolicy, download_client_kwargs, shared_ssl_context
@@ -86,6 +87,9 @@ class _Run:
     prediction_id: str | None = None
     final: bool = False
     cancelled: bool | None = None  # None: not attempted
+    max_billed_s: float | None = None  # what the reservation pays for (time-billed models)
+    last_waiting: float = 0.0  # when the prediction was last seen not yet running ("starting")
+    billed_from: float | None = None  # the earliest it can have started running (billing starts then)
 
 
 class ReplicateBackend(Backend):
@@ -107,8 +111,10 @@ class ReplicateBackend(Backend):
         cancel_timeout_s: float = 5.0,
         download_grace_s: float = 5.0,
         download_retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
         **_: Any,
     ) -> None:
+        self._clock = clock  # injected (with ``sleep``) so tests can run predictions in virtual time
         self._token = api_token or os.environ.get("REPLICATE_API_TOKEN") or None
         self.base_url = (base_url or os.environ.get("REPLICATE_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.downloads = DownloadPolicy.build(
@@ -198,7 +204,7 @@ class ReplicateBackend(Backend):
         if not self._token:
             raise AuthenticationError("no Replicate API token (set REPLICATE_API_TOKEN)", provider=PROVIDER)
         fam = resolve_family(call.options)
-        now = time.monotonic()
+        now = self._clock()
         return _Run(
             call=call,
             ref=parse_ref(call.model),
@@ -207,13 +213,39 @@ class ReplicateBackend(Backend):
             private_keys=frozenset(k for k in (fam.prompt, fam.negative_prompt) if k),
             started=now,
             deadline=now + call.timeout_s,
+            max_billed_s=call.max_billed_s,
+            last_waiting=now,
         )
+
+    def _observe(self, run: _Run, pred: Prediction) -> None:
+        """Track when billing can have started: not before the last sighting of ``starting``."""
+        if pred.status == "starting":
+            run.last_waiting = self._clock()
+        elif run.billed_from is None:
+            run.billed_from = run.last_waiting
+
+    def _left(self, run: _Run) -> tuple[float, bool]:
+        """Seconds until the first deadline, and whether it is the billed-time one (the reservation's).
+
+        Billed time is bounded from the conservative start estimate, so the prediction is cancelled no
+        later than ``max_billed_s`` after it can have started running: its ``predict_time`` cannot
+        pass what was reserved by more than the cancel's round trip (a settle above it is capped).
+        """
+        now = self._clock()
+        left, billed = run.deadline - now, False
+        if run.max_billed_s is not None and run.billed_from is not None:
+            until = run.billed_from + run.max_billed_s - now
+            if until < left:
+                left, billed = until, True
+        return left, billed
 
     def _wait_header(self, run: _Run) -> int:
         """``Prefer: wait=N`` with N chosen so the server answers before our deadline (0: no header)."""
         if not self.prefer_wait_s:
             return 0
-        n = int(min(self.prefer_wait_s, run.deadline - time.monotonic() - 2.0))
+        n = int(min(self.prefer_wait_s, run.deadline - self._clock() - 2.0))
+        if run.max_billed_s is not None:  # answer before the billed-time deadline, to be able to cancel
+            n = min(n, int(run.max_billed_s - 1.0))
         return n if n >= 1 else 0
 
     def _error(self, exc: BaseException, phase: Phase) -> BackendError:
@@ -230,6 +262,7 @@ class ReplicateBackend(Backend):
     def _created(self, run: _Run, pred: Prediction) -> Prediction:
         run.prediction_id = pred.id
         run.final = pred.status in FINAL
+        self._observe(run, pred)
         return pred
 
     def _poll_delay(self, failures: int, err: BackendError | None) -> float:
@@ -249,7 +282,14 @@ class ReplicateBackend(Backend):
             )
         return None
 
-    def _timed_out(self, run: _Run) -> BackendTimeout:
+    def _timed_out(self, run: _Run, billed: bool = False) -> BackendTimeout:
+        if billed:
+            state = {True: "cancelled", False: "cancel failed", None: "not cancelled"}[run.cancelled]
+            return ReservationExhausted(
+                f"Replicate prediction {run.prediction_id} reached the {run.max_billed_s:.3g}s of billed time"
+                f" its reservation pays for ({state})",
+                provider=PROVIDER,
+            )
         if run.prediction_id is None:
             return BackendTimeout(
                 f"Replicate create got no answer within {run.call.timeout_s:g}s; "
@@ -283,7 +323,7 @@ class ReplicateBackend(Backend):
 
     def _download_timeout(self, run: _Run) -> float:
         """Outputs are already paid for: give them a short grace past the deadline rather than lose them."""
-        return max(run.deadline - time.monotonic(), 0.0) + self.download_grace_s
+        return max(run.deadline - self._clock(), 0.0) + self.download_grace_s
 
     def _result(self, run: _Run, pred: Prediction, urls: list[str], images: list[bytes]) -> BackendResult:
         metrics = pred.metrics or {}
@@ -296,7 +336,7 @@ class ReplicateBackend(Backend):
             images=tuple(images),
             usage=Usage(
                 images=len(images),
-                elapsed_s=time.monotonic() - run.started,
+                elapsed_s=self._clock() - run.started,
                 predict_time_s=float(predict) if isinstance(predict, int | float) else None,
                 hardware=run.call.options.get("hardware"),
                 provider_request_id=pred.id,
@@ -344,14 +384,15 @@ class ReplicateBackend(Backend):
     def _poll(self, run: _Run, pred: Prediction | None) -> Prediction:
         failures, last = 0, None
         while pred is None or pred.status not in FINAL:
-            left = run.deadline - time.monotonic()
+            left, billed = self._left(run)
             if left <= 0:
                 self._cancel(run)
-                raise self._timed_out(run)
+                raise self._timed_out(run, billed)
             if pred is not None or failures:
                 self._sleep(min(self._poll_delay(failures, last), left))
             try:
                 pred = self._replicate.predictions.get(str(run.prediction_id))
+                self._observe(run, pred)
                 failures, last = 0, None
             except (HTTPStatusError, httpx.HTTPError, ValueError) as exc:
                 failures += 1
@@ -424,14 +465,15 @@ class ReplicateBackend(Backend):
     async def _apoll(self, run: _Run, pred: Prediction | None) -> Prediction:
         failures, last = 0, None
         while pred is None or pred.status not in FINAL:
-            left = run.deadline - time.monotonic()
+            left, billed = self._left(run)
             if left <= 0:
                 await self._acancel(run)
-                raise self._timed_out(run)
+                raise self._timed_out(run, billed)
             if pred is not None or failures:
                 await self._async_sleep(min(self._poll_delay(failures, last), left))
             try:
                 pred = await self._replicate.predictions.async_get(str(run.prediction_id))
+                self._observe(run, pred)
                 failures, last = 0, None
             except (HTTPStatusError, httpx.HTTPError, ValueError) as exc:
                 failures += 1

@@ -74,10 +74,22 @@ def main(argv: list[str] | None = None) -> Any:
         return cli.main(args=argv, prog_name="gateway", standalone_mode=False)
     except GatewayError as exc:
         click.echo(f"error: {exc}", err=True)
+        detail = getattr(exc, "detail", None)
+        if detail:
+            click.echo(str(detail), err=True)
         rule_ids = getattr(exc, "rule_ids", None)
         if rule_ids:
             click.echo("rule ids: " + ", ".join(rule_ids), err=True)
         sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:  # an optional extra planning did not catch: no traceback
+        from ..preflight import EXTRA_OF, from_import_error
+
+        if (exc.name or "").split(".", 1)[0] not in EXTRA_OF:
+            raise  # not an optional extra: a genuine bug, shown as one
+        err = from_import_error(exc)
+        click.echo(f"error: {err}", err=True)
+        click.echo(err.detail, err=True)
+        sys.exit(err.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(1)

@@ -26,15 +26,27 @@ def _f(x: float) -> str:
     return f"{x:.1f}".rstrip("0").rstrip(".")
 
 
-def nice_max(v: float) -> float:
-    """The smallest 1, 2, 2.5 or 5 x 10^k at or above ``v`` (axis top)."""
-    if v <= 0:
-        return 1.0
-    exp = 10.0 ** math.floor(math.log10(v))
-    for m in (1.0, 2.0, 2.5, 5.0, 10.0):
-        if v <= m * exp:
-            return float(m * exp)
-    return float(10 * exp)
+def nice_max(v: Num) -> Decimal:
+    """The smallest 1, 2, 2.5 or 5 x 10^k at or above ``v`` (axis top), as an exact Decimal.
+
+    Decimal, not float: ``0.3 / 4`` in binary floating point prints as ``0.075000000000000001``, and an
+    axis label must read as the money it stands for.
+    """
+    d = v if isinstance(v, Decimal) else Decimal(str(v))
+    if d <= 0:
+        return Decimal(1)
+    exp = Decimal(1).scaleb(d.adjusted())  # 10^k with 10^k <= d < 10^(k+1)
+    for m in ("1", "2", "2.5", "5", "10"):
+        top = Decimal(m) * exp
+        if d <= top:
+            return top
+    return Decimal(10) * exp  # pragma: no cover - d < 10^(k+1) always matches "10"
+
+
+def ticks(top: Num, count: int = 4) -> list[Decimal]:
+    """``count + 1`` evenly spaced axis values from 0 to ``nice_max(top)``, computed in Decimal."""
+    ymax = nice_max(top)
+    return [(ymax * k / count).normalize() for k in range(count + 1)]
 
 
 def swatch(i: int, name: str) -> str:
@@ -58,20 +70,19 @@ def stacked_bars(
     n = max(len(labels), 1)
     left, right, top, bottom = 64, 36, 10, 34
     plot_w, plot_h = width - left - right, height - top - bottom
-    totals = [sum(float(s[1][i]) for s in series) for i in range(len(labels))]
-    ymax = nice_max(max(totals, default=0.0))
+    totals = [sum((Decimal(str(s[1][i])) for s in series), Decimal(0)) for i in range(len(labels))]
+    axis = ticks(max(totals, default=Decimal(0)))
+    ymax = float(axis[-1])
     bw = plot_w / n
     out = [
         f'<svg class="chart wide" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
         f'role="img" aria-label="{escape(title)}"><title>{escape(title)}</title>'
     ]
-    for k in range(5):  # grid and y labels
-        v = ymax * k / 4
+    for k, tick in enumerate(axis):  # grid and y labels
         y = top + plot_h - plot_h * k / 4
         out.append(f'<line x1="{left}" x2="{width - right}" y1="{_f(y)}" y2="{_f(y)}" stroke="#e3e6ea"/>')
         out.append(
-            f'<text x="{left - 6}" y="{_f(y + 4)}" text-anchor="end" class="ax">'
-            f"{escape(fmt(Decimal(str(v))))}</text>"
+            f'<text x="{left - 6}" y="{_f(y + 4)}" text-anchor="end" class="ax">{escape(fmt(tick))}</text>'
         )
     for i, label in enumerate(labels):
         x = left + i * bw
@@ -170,14 +181,15 @@ def burndown(
         f'aria-label="{escape(title)}"><title>{escape(title)}</title>'
         f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#f7f8fa"/>'
     ]
+    limit_d = Decimal(str(limit))
     for line_v, colour, dash, name in (
-        (float(limit), "#c8453c", "6 3", "limit"),
-        (float(limit) * warn_at, "#e0a339", "2 3", "warn"),
+        (limit_d, "#c8453c", "6 3", "limit"),
+        ((limit_d * Decimal(str(warn_at))).normalize(), "#e0a339", "2 3", "warn"),
     ):
-        _, y = xy(0, line_v)
+        _, y = xy(0, float(line_v))
         out.append(
             f'<line x1="{left}" x2="{left + pw}" y1="{_f(y)}" y2="{_f(y)}" stroke="{colour}" '
-            f'stroke-dasharray="{dash}"><title>{name} {escape(fmt(Decimal(str(line_v))))}</title></line>'
+            f'stroke-dasharray="{dash}"><title>{name} {escape(fmt(line_v))}</title></line>'
         )
     path: list[str] = []
     last_v = 0.0
@@ -206,4 +218,4 @@ def burndown(
     return "".join(out)
 
 
-__all__ = ["PALETTE", "burndown", "color", "hbars", "legend", "nice_max", "stacked_bars", "swatch"]
+__all__ = ["PALETTE", "burndown", "color", "hbars", "legend", "nice_max", "stacked_bars", "swatch", "ticks"]

@@ -306,6 +306,9 @@ class TermIndex:
         self._suffix_stems: frozenset[str] = frozenset()
         self._phrase_heads: frozenset[str] = frozenset()
         self._dirty = True
+        from .phrases import PhraseIndex  # across chunk boundaries: phrases, spaced-out words
+
+        self._phrases = PhraseIndex()
 
     def add(self, term: Term, owner: int) -> None:
         if term.kind == "exact":
@@ -316,6 +319,7 @@ class TermIndex:
             tables = self._prefix if term.kind == "prefix" else self._suffix
             table = tables.setdefault(len(term.key), {})
         table.setdefault(term.key, []).append((owner, term.source))
+        self._phrases.add(term, owner)
         self._dirty = True
 
     def __bool__(self) -> bool:
@@ -360,7 +364,7 @@ class TermIndex:
     def hits(self, analysis: Analysis) -> list[Hit]:
         exact_hit, prefix_hit, suffix_hit, ngram_hit = self._screen(analysis)
         if not (exact_hit or prefix_hit or suffix_hit or ngram_hit):
-            return []
+            return self._phrases.hits(analysis) if self._phrases else []
         out: list[Hit] = []
         exact = self._exact if exact_hit else {}
         prefix = tuple(self._prefix.items()) if prefix_hit else ()
@@ -378,6 +382,8 @@ class TermIndex:
                     out.extend(Hit(o, t, s, e) for o, t in found)
         if ngram_hit:
             out.extend(self._ngram_hits(analysis.words))
+        if self._phrases:
+            out.extend(self._phrases.hits(analysis))
         return out
 
     def _ngram_hits(self, words: list[Span]) -> Iterable[Hit]:

@@ -22,7 +22,8 @@ import datetime as dt
 import re
 import secrets
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -58,8 +59,16 @@ class FakeReplicate(FakeServer):
         strict_files: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        run_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``run_seconds`` switches to timed runs: a prediction starts running at its first poll, finishes
+        ``run_seconds`` later by ``clock`` (share the client's clock to run in virtual time) and reports
+        the time it actually ran as ``metrics.predict_time``, also when it is cancelled midway."""
         super().__init__(host, port)
+        self.run_seconds = run_seconds
+        self.clock = clock
+        self._running_since: dict[str, float] = {}
         self.token = token
         self.pending_polls = pending_polls
         self.predict_time = predict_time
@@ -148,7 +157,8 @@ class FakeReplicate(FakeServer):
             self._polls_left[pid] = self.pending_polls
             if fault is not None and fault.name in ("content_filtered", "prediction_failed"):
                 self._outcome[pid] = fault
-            if "wait" in request.headers.get("prefer", "") and self.pending_polls == 0:
+            timed = self.run_seconds is not None
+            if "wait" in request.headers.get("prefer", "") and self.pending_polls == 0 and not timed:
                 self._finish(pid)
             snapshot = dict(pred)
         return Reply.json(201, snapshot)
@@ -162,7 +172,12 @@ class FakeReplicate(FakeServer):
                 if pred["status"] not in ("succeeded", "failed", "canceled"):
                     pred["status"] = "canceled"
                     pred["completed_at"] = dt.datetime.now(dt.UTC).isoformat()
+                    since = self._running_since.get(pid)
+                    if since is not None:
+                        pred["metrics"] = {"predict_time": self.clock() - since}
                 self.cancelled.append(pid)
+            elif pred["status"] in ("starting", "processing") and self.run_seconds is not None:
+                self._timed_poll(pid, pred)
             elif pred["status"] in ("starting", "processing"):
                 left = self._polls_left.get(pid, 0)
                 if left <= 0:
@@ -174,6 +189,15 @@ class FakeReplicate(FakeServer):
             snapshot = dict(pred)
         return Reply.json(200, snapshot)
 
+    def _timed_poll(self, pid: str, pred: dict[str, Any]) -> None:
+        assert self.run_seconds is not None
+        since = self._running_since.setdefault(pid, self.clock())
+        if pred["status"] == "starting":
+            pred["status"] = "processing"
+            pred["started_at"] = dt.datetime.now(dt.UTC).isoformat()
+        if self.clock() - since >= self.run_seconds:
+            self._finish(pid)
+
     def _finish(self, pid: str) -> None:
         """Complete a prediction (caller holds the state lock)."""
         pred = self.predictions[pid]
@@ -181,7 +205,8 @@ class FakeReplicate(FakeServer):
         seed = inp.get("seed")
         seed = int(seed) if isinstance(seed, int) else secrets.randbelow(2**31)
         now = dt.datetime.now(dt.UTC).isoformat()
-        metrics = {"predict_time": self.predict_time, "total_time": self.predict_time + 0.2}
+        ran = self.predict_time if self.run_seconds is None else self.run_seconds
+        metrics = {"predict_time": ran, "total_time": ran + 0.2}
         pred.update(
             started_at=pred["started_at"] or now,
             completed_at=now,
