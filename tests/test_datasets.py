@@ -201,7 +201,8 @@ def test_evaluate_reports_tstr_next_to_the_real_baseline(
     doc = json.loads(out)
     assert code == 0
     assert doc["train_images"] == 8 and doc["test_images"] == 1797 - 8
-    assert 0 <= doc["tstr_accuracy"] <= 1 and doc["real_baseline_accuracy"] > 0.5
+    assert 0 <= doc["tstr_accuracy"] <= 1 and 0 < doc["real_baseline_accuracy"] <= 1
+    assert abs(doc["gap_points"] - (doc["real_baseline_accuracy"] - doc["tstr_accuracy"]) * 100) < 0.02
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -234,7 +235,7 @@ def test_resume_after_sigkill_never_pays_a_finished_item_twice(tmp_path: Path) -
         time.sleep(0.2)
     assert proc.poll() is None, "the build finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc.communicate()  # reap it and close its pipes
     before = {
         json.loads(line)["key"]: json.loads(line) for line in done.read_text().splitlines() if line.strip()
     }
@@ -262,7 +263,7 @@ def test_resume_after_sigkill_never_pays_a_finished_item_twice(tmp_path: Path) -
 
 
 def test_budget_stop_exits_4_keeps_what_was_paid_and_resumes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     home = tmp_path / "home"
     monkeypatch.setenv("GATEWAY_HOME", str(home))

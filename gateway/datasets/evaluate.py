@@ -60,7 +60,11 @@ def evaluate(directory: str | Path, *, classifier: str = "logreg", seed: int = 0
     if n >= len(real.target) - 100:
         raise UsageError(f"{n} synthetic images: too many to leave a real test set of the same digits")
     x_base, x_test, y_base, y_test = train_test_split(
-        real.data.astype(np.float64), real.target, train_size=n, stratify=real.target, random_state=seed
+        real.data.astype(np.float64),
+        real.target,
+        train_size=n,
+        stratify=real.target if n >= 10 else None,  # a stratified draw needs one of each digit
+        random_state=seed,
     )
     tstr = _classifier(classifier).fit(x_syn, y_syn)
     base = _classifier(classifier).fit(x_base, y_base)
