@@ -80,8 +80,8 @@ class Job:
     key: str
     fingerprint: str
 
-    def claim(self, request_id: str, ttl_s: float) -> KeyClaim:
-        return KeyClaim(self.team, self.key, self.fingerprint, request_id, ttl_s=ttl_s)
+    def claim(self, request_id: str, ttl_s: float, lease_s: float = 900.0) -> KeyClaim:
+        return KeyClaim(self.team, self.key, self.fingerprint, request_id, lease_s=lease_s, ttl_s=ttl_s)
 
 
 Step = tuple[Literal["run", "wait", "replay"], Mapping[str, Any] | None]
@@ -163,7 +163,7 @@ class Keeper:
         return decide(job, state, int(self._now().timestamp() * US))
 
     def claim(self, job: Job | None, request_id: str) -> KeyClaim | None:
-        return None if job is None else job.claim(request_id, self.idem.ttl_s)
+        return None if job is None else job.claim(request_id, self.idem.ttl_s, self.idem.lease_s)
 
     def replay(self, run: _Run, job: Job, doc: Mapping[str, Any]) -> GenerationResult:
         """The original result, images fetched byte-exact from the archive; audited as a replay."""

@@ -37,3 +37,6 @@ class IdempotencySettings(BaseModel):
     ttl_s: float = Field(default=86_400.0, gt=0, description="How long a key is remembered (24 h).")
     wait_s: float = Field(default=600.0, ge=0, description="How long a repeat waits for the first call.")
     poll_s: float = Field(default=0.05, gt=0)
+    lease_s: float = Field(
+        default=900.0, gt=0, description="How long a claim binds a key if its claimer dies mid-request."
+    )

@@ -34,6 +34,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "audit": ("gateway.cli.audit_cmd", "audit", "Verify, export or show the tamper-evident audit log."),
     "dashboard": ("gateway.cli.dashboard_cmd", "dashboard", "Serve the local cost and audit dashboard."),
+    "dataset": (
+        "gateway.cli.dataset_build_cmd",
+        "dataset",
+        "Build synthetic datasets from a spec (resumable, budgeted), schema, evaluate.",
+    ),
     "archive": ("gateway.cli.archive_cmd", "archive", "Get archived outputs by sha256; apply retention."),
 }
 
