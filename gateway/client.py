@@ -128,7 +128,7 @@ class Gateway:
             with run.trace.step("ledger.reserve", route=route.key):
                 res = core.reserve(run, route, estimate)
             run.estimated = estimate
-            call = core.bound(call, route, estimate)
+            call = core.bound(call, route, estimate, plan.decision)
             retries = 0
 
             def on_retry(_exc: BaseException, _n: int) -> None:
@@ -263,7 +263,7 @@ class AsyncGateway:
             with run.trace.step("ledger.reserve", route=route.key):
                 res = await self._store(blocking, partial(core.reserve, run, route, estimate))
             run.estimated = estimate
-            call = core.bound(call, route, estimate)
+            call = core.bound(call, route, estimate, plan.decision)
             retries = 0
 
             def on_retry(_exc: BaseException, _n: int) -> None:

@@ -281,9 +281,13 @@ class _Core:
             return None
         return expected_seconds(route, request, self.work.samples(key))
 
-    def bound(self, call: BackendCall, route: Route, reserved: Decimal) -> BackendCall:
-        """Hand a time-billed call the billed seconds its reservation pays for (its spending limit)."""
-        if not time_billed(route):
+    def bound(self, call: BackendCall, route: Route, reserved: Decimal, decision: Decision) -> BackendCall:
+        """Hand a time-billed call the billed seconds its reservation pays for (its spending limit).
+
+        Only when a budget is in scope: the deadline exists to keep a hard stop hard, and a request no
+        budget limits has nothing to protect, so a busy host never cuts its run short.
+        """
+        if not time_billed(route) or not decision.budgets:
             return call
         from dataclasses import replace
 
