@@ -38,7 +38,7 @@ def spec(images: int, model: str, steps: int | None) -> dict[str, Any]:
         "model": model,
         "seed": 11,
         "split": {"train": 1.0},
-        "images_per_request": 10,
+        "images_per_request": 5,  # the default policy allows at most 8 images per request
         "classes": [{"label": str(d), "prompts": [f"a handwritten {d}"], "count": per} for d in range(10)],
     }
     if steps:
@@ -83,6 +83,7 @@ def main() -> None:
                         "images_per_s": round(result.images / wall, 2),
                         "cost_usd": result.cost_usd_total,
                         "exit_code": result.exit_code,
+                        "errors": result.errors[:3],
                     }
                 )
                 print(runs[-1], file=sys.stderr)
