@@ -131,6 +131,7 @@ class _Run:
     claim: KeyClaim | None = None  # idempotency key, claimed with the first reservation
     seed_given: int | None = None  # the caller's own seed (the result cache needs one)
     paid: tuple[Route, BackendResult] | None = None  # a backend returned images: they are paid for
+    spooled: list[str] = field(default_factory=list)  # archive errors that sent outputs to the spool
 
 
 class _Core:

@@ -208,3 +208,31 @@ def test_dashboard_record_page_shows_thumbnails_from_the_archive(tmp_path: Path)
         assert get("/archive/" + "0" * 64).status == 404
     finally:
         src.close()
+
+
+def test_a_failing_remote_archive_spools_paid_outputs_locally(
+    s3_env: S3Test,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    missing = f"t-missing-{os.getpid()}"  # no such bucket (yet): every S3 call fails
+    s = with_archive(Settings(home=tmp_path / "home"), url=f"s3://{missing}/a")
+    with make(s) as gw:
+        res = gw.generate("a boat", seed=1, idempotency_key="k")
+        rec = gw._core.audit.get(res.audit_seq)  # type: ignore[arg-type]
+        assert rec is not None and rec["archive_spooled"] is True and "NoSuchBucket" in rec["archive_error"]
+        assert gw.generate("a boat", seed=1, idempotency_key="k").replayed  # replays from the spool
+    spool = Archive(LocalStore(s.home / "archive-spool"))
+    assert spool.get(res.images[0].sha256) == res.images[0].data
+    client = s3_env.client()
+    client.create_bucket(Bucket=missing)
+    client.close()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        json.dumps({"home": str(s.home), "archive": {"url": s.archive.url, "retention_days": 30}})
+    )
+    main(["archive", "prune", "--config", str(config), "--json"])
+    assert json.loads(capsys.readouterr().out)["spool_uploaded"] == 1
+    archive = open_archive(s)
+    assert archive is not None and archive.get(res.images[0].sha256) == res.images[0].data
+    assert not spool.has(res.images[0].sha256)

@@ -22,6 +22,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,13 +31,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..errors import ConfigError, PolicyDenied, UsageError
 from ..ledger.idempotency import MAX_KEY_LEN, KeyClaim, KeyState
 from ..types import Attempt, Context, Decision, GeneratedImage, GenerationResult, ImageRequest
-from .store import Archive, NotArchived
+from .store import Archive, ArchiveError, LocalStore, NotArchived
 
 if TYPE_CHECKING:
     from ..catalog import Route
     from ..core import _Core, _Run
 
 US = 1_000_000
+_log = logging.getLogger("gateway.archive")
+SPOOL_DIR = "archive-spool"
 
 
 def canonical(value: Any) -> Any:
@@ -130,6 +133,11 @@ class Keeper:
         self.idem = s.idempotency
         self.cache_settings = s.cache
         self.store_inputs = s.archive.store_inputs
+        # A remote archive that fails must not cost a paid output: it is kept in a local spool under
+        # the gateway home instead (and audited as such) until `gateway archive prune` uploads it.
+        self.spool = (
+            Archive(LocalStore(s.home / SPOOL_DIR)) if archive is not None and archive.blocking_io else None
+        )
         if archive is None and not any(
             getattr(r, "kind", "") == "archive" and getattr(r, "allow_off", False) for r in core.policy.rules
         ):
@@ -167,10 +175,9 @@ class Keeper:
 
     def replay(self, run: _Run, job: Job, doc: Mapping[str, Any]) -> GenerationResult:
         """The original result, images fetched byte-exact from the archive; audited as a replay."""
-        assert self.archive is not None
         images = []
         for d in doc["images"]:
-            data = self.archive.get(d["sha256"])
+            data = self.fetch(d["sha256"])
             images.append(
                 GeneratedImage(
                     data,
@@ -238,13 +245,35 @@ class Keeper:
 
     # ------------------------------------------------------------------ archive
 
+    def fetch(self, sha256: str) -> bytes:
+        """Bytes from the archive, or from the local spool where a failed remote write left them."""
+        assert self.archive is not None
+        try:
+            return self.archive.get(sha256)
+        except (NotArchived, ArchiveError):
+            if self.spool is None or not self.spool.has(sha256):
+                raise
+            return self.spool.get(sha256)
+
+    def _put(self, run: _Run, data: bytes, **kw: Any) -> str:
+        assert self.archive is not None
+        try:
+            return self.archive.put(data, **kw)
+        except ArchiveError as exc:
+            if self.spool is None:
+                raise
+            _log.warning("archive: %s; kept in the local spool instead", exc)
+            run.spooled.append(str(exc))
+            return self.spool.put(data, **kw)
+
     def keep(self, run: _Run, result: GenerationResult) -> GenerationResult:
         """Store every returned image and edit input before the result is returned."""
         if self.archive is None:
             return result
         now, ctx, rid = self._now(), run.plan.context, result.request_id
         for i, img in enumerate(result.images):
-            self.archive.put(
+            self._put(
+                run,
                 img.data,
                 kind="output",
                 mime=img.mime,
@@ -257,10 +286,13 @@ class Keeper:
         mask = getattr(run.plan.request, "mask", None)
         if self.store_inputs:
             for data in (*inputs, *((mask,) if isinstance(mask, bytes) else ())):
-                self.archive.put(data, kind="input", mime=_mime(data), request_id=rid, team=ctx.team, now=now)
+                self._put(run, data, kind="input", mime=_mime(data), request_id=rid, team=ctx.team, now=now)
         for rec in reversed(run.records):
             if rec["event"] == "request":
                 rec["archive"] = self.archive.url
+                if run.spooled:
+                    rec["archive_spooled"] = True
+                    rec["archive_error"] = run.spooled[0]
                 if self.store_inputs and inputs:
                     rec["input_sha256s"] = [hashlib.sha256(d).hexdigest() for d in inputs]
                 break
@@ -283,7 +315,8 @@ class Keeper:
             )
             if not isinstance(data, bytes):
                 continue
-            q["sha256"] = self.archive.put(
+            q["sha256"] = self._put(
+                run,
                 data,
                 kind="quarantined",
                 mime=_mime(data),
@@ -346,7 +379,7 @@ class Keeper:
         if entry is None or int(entry.get("expires_us", 0)) <= int(self._now().timestamp() * US):
             return None
         try:
-            originals = [self.archive.get(sha) for sha in entry["image_sha256s"]]
+            originals = [self.fetch(sha) for sha in entry["image_sha256s"]]
         except NotArchived:
             return None  # pruned: a miss, not an error
         return self._restamp(run, route, entry, originals)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from .store import Archive, ArchivedObject
+from .store import Archive, ArchivedObject, Kind
 
 if TYPE_CHECKING:
     from ..audit import AuditLog
@@ -25,6 +25,7 @@ class PruneReport:
     deleted: list[ArchivedObject] = field(default_factory=list)
     cache_entries: int = 0
     keys: int = 0
+    uploaded: int = 0  # objects moved from the local spool into the archive
     dry_run: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -35,6 +36,7 @@ class PruneReport:
             "deleted_bytes": sum(o.size for o in self.deleted),
             "cache_entries_removed": self.cache_entries,
             "idempotency_keys_removed": self.keys,
+            "spool_uploaded": self.uploaded,
             "dry_run": self.dry_run,
         }  # fmt: skip
 
@@ -69,3 +71,24 @@ def prune(
     if ledger is not None:
         report.keys = ledger.prune_keys(now)
     return report
+
+
+def flush_spool(spool: Archive, archive: Archive) -> int:
+    """Upload what a failed remote write left in the local spool (metadata kept), then drop it there."""
+    moved = 0
+    for obj in list(spool.objects()):
+        data = spool.get(obj.sha256)
+        old = archive.head(obj.sha256)
+        kind: Kind = (
+            "quarantined" if obj.kind == "quarantined" else "input" if obj.kind == "input" else "output"
+        )
+        when = dt.datetime.fromtimestamp(obj.last_put_us / 1e6, dt.UTC)
+        rid = obj.request_ids[0] if obj.request_ids else ""
+        archive.put(
+            data, kind=kind, mime=obj.mime, request_id=rid, team=obj.team, now=when, extra=dict(obj.extra)
+        )
+        if old is None and archive.get(obj.sha256) != data:  # pragma: no cover - a store that lies
+            continue
+        spool.delete(obj.sha256)
+        moved += 1
+    return moved

@@ -92,7 +92,9 @@ def ls(config: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def prune_cmd(days: float | None, dry_run: bool, config: str | None, as_json: bool) -> None:
     """Delete objects past the retention window; each deletion is recorded in the audit log first."""
-    from ..archive.retention import prune
+    from ..archive import Archive, LocalStore
+    from ..archive.keeper import SPOOL_DIR
+    from ..archive.retention import flush_spool, prune
     from ..audit import open_audit
     from ..ledger import open_ledger
 
@@ -101,8 +103,13 @@ def prune_cmd(days: float | None, dry_run: bool, config: str | None, as_json: bo
     audit = open_audit(settings.resolved_audit_url, checkpoint_dir=settings.home / "checkpoints")
     ledger = open_ledger(settings.resolved_ledger_url)
     try:
+        uploaded = 0
+        spool_dir = settings.home / SPOOL_DIR
+        if store.blocking_io and spool_dir.is_dir() and not dry_run:
+            uploaded = flush_spool(Archive(LocalStore(spool_dir)), store)
         report = prune(store, audit, now=dt.datetime.now(dt.UTC), retention_days=days, ledger=ledger,
                        dry_run=dry_run)  # fmt: skip
+        report.uploaded = uploaded
     finally:
         store.close()
         audit.close()
