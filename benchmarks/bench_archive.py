@@ -91,7 +91,8 @@ def bench_put(stores: dict[str, Any], sizes: list[int], n: int) -> list[dict[str
             hashlib.sha256(b).hexdigest()
             floor.append(time.perf_counter() - t0)
         for name, archive in stores.items():
-            archive.put(noise_png(64, side), kind="output", mime="image/png", request_id="w", team="t", now=NOW)
+            warm = noise_png(64, side)
+            archive.put(warm, kind="output", mime="image/png", request_id="w", team="t", now=NOW)
             samples = []
             for i, b in enumerate(blobs):
                 t0 = time.perf_counter()
