@@ -236,3 +236,30 @@ def test_a_failing_remote_archive_spools_paid_outputs_locally(
     archive = open_archive(s)
     assert archive is not None and archive.get(res.images[0].sha256) == res.images[0].data
     assert not spool.has(res.images[0].sha256)
+
+
+def test_archive_verify_checks_every_image_the_audit_log_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = with_archive(Settings(home=tmp_path / "home"), retention_days=30)
+    with make(s, clock=lambda: NOW) as gw:
+        a = gw.generate("a boat", n=2, seed=1)
+        b = gw.generate("a car", seed=2, idempotency_key="k")
+        gw.generate("a car", seed=2, idempotency_key="k")  # the replay record names b's image again
+        archive = gw._core.keeper.archive
+        assert archive is not None
+    config = tmp_path / "gateway.yaml"
+    config.write_text(json.dumps({"home": str(s.home), "archive": {"retention_days": 30}}))
+    main(["archive", "verify", "--config", str(config), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["checked"] == 3
+    with make(s) as gw:  # retention (audited) removes a's images: expected, not missing
+        prune(archive, gw._core.audit, now=NOW + dt.timedelta(days=31))
+    main(["archive", "verify", "--config", str(config), "--json"])
+    assert json.loads(capsys.readouterr().out)["deleted_by_retention"] == 3
+    archive.put(b.images[0].data, kind="output", mime="image/png", request_id="x", team="t", now=NOW)
+    archive.store.write(f"objects/{b.images[0].sha256}", b"tampered")  # now corrupt
+    with pytest.raises(SystemExit) as code:
+        main(["archive", "verify", "--config", str(config)])
+    assert code.value.code == 6
+    assert a.images
