@@ -195,22 +195,29 @@ class Keeper(ResultCache):
         if self.archive is None:
             return result
         now, ctx, rid = self._now(), run.plan.context, result.request_id
-        for i, img in enumerate(result.images):
-            self._put(
-                run,
-                img.data,
-                kind="output",
-                mime=img.mime,
-                request_id=rid,
-                team=ctx.team,
-                now=now,
-                extra={"provider": result.provider, "model": result.model, "index": i},
-            )
+        puts: list[tuple[bytes, dict[str, Any]]] = [
+            (img.data, {"kind": "output", "mime": img.mime,
+                        "extra": {"provider": result.provider, "model": result.model, "index": i}})
+            for i, img in enumerate(result.images)
+        ]  # fmt: skip
         inputs: tuple[bytes, ...] = tuple(getattr(run.plan.request, "images", ()) or ())
         mask = getattr(run.plan.request, "mask", None)
         if self.store_inputs:
             for data in (*inputs, *((mask,) if isinstance(mask, bytes) else ())):
-                self._put(run, data, kind="input", mime=_mime(data), request_id=rid, team=ctx.team, now=now)
+                puts.append((data, {"kind": "input", "mime": _mime(data)}))
+
+        def put(item: tuple[bytes, dict[str, Any]]) -> str:
+            return self._put(run, item[0], request_id=rid, team=ctx.team, now=now, **item[1])
+
+        if self.archive.blocking_io and len(puts) > 1:
+            # Remote stores: the images' round trips overlap (boto3 clients are thread-safe).
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(8, len(puts)), thread_name_prefix="archive") as pool:
+                list(pool.map(put, puts))
+        else:
+            for item in puts:
+                put(item)
         for rec in reversed(run.records):
             if rec["event"] == "request":
                 rec["archive"] = self.archive.url
