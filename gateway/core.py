@@ -600,7 +600,11 @@ def _keep_paid(core: _Core, run: _Run, exc: BaseException) -> dict[str, Any] | N
         _tell(exc, f"{len(result.images)} paid output image(s) could NOT be quarantined: {write_exc}")
         return {"error": type(write_exc).__name__}
     _tell(exc, kept.describe())
-    return kept.to_dict()
+    out = kept.to_dict()
+    archived = core.keeper.keep_failed(run, result.images, why)  # auditors fetch them by hash too
+    if archived:
+        out["archive"] = archived
+    return out
 
 
 def _tell(exc: BaseException, note: str) -> None:

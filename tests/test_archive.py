@@ -263,3 +263,20 @@ def test_archive_verify_checks_every_image_the_audit_log_names(
         main(["archive", "verify", "--config", str(config)])
     assert code.value.code == 6
     assert a.images
+
+
+def test_paid_outputs_of_a_failed_request_are_archived(tmp_path: Path) -> None:
+    pol = tmp_path / "wm.yaml"
+    pol.write_text("version: 1\nrules:\n  - id: wm\n    kind: provenance\n    watermark_required: true\n"
+                   "    on_missing: deny\n")  # fmt: skip
+    s = Settings(home=tmp_path / "home", policies=(pol,))
+    with make(s) as gw:
+        with pytest.raises(PolicyDenied):  # 128 px cannot carry the watermark: denied after the paid call
+            gw.generate("a boat", width=128, height=128, n=2)
+        (failed,) = [r for r in gw._core.audit.iter_records() if r["event"] == "denied"]
+        archive = gw._core.keeper.archive
+        assert archive is not None and failed["quarantine"]["archive"] == archive.url
+        for f in failed["quarantine"]["files"]:
+            meta = archive.head(f["sha256"])
+            assert meta is not None and meta.kind == "quarantined" and "PolicyDenied" in meta.extra["reason"]
+            assert hashlib.sha256(archive.get(f["sha256"])).hexdigest() == f["sha256"]

@@ -231,6 +231,22 @@ class Keeper(ResultCache):
             self._remember(run, result)
         return result
 
+    def keep_failed(self, run: _Run, raw: Sequence[bytes], reason: str) -> str | None:
+        """Archive the paid outputs of a request that failed after the backend call (kind
+        ``quarantined``); best effort: the local quarantine already holds them, and the original error
+        must reach the caller. Returns the archive URL, or None when nothing was archived."""
+        if self.archive is None or not raw:
+            return None
+        ctx, now = run.plan.context, self._now()
+        try:
+            for i, data in enumerate(raw):
+                self._put(run, data, kind="quarantined", mime=_mime(data), request_id=run.plan.request_id,
+                          team=ctx.team, now=now, extra={"reason": reason[:200], "index": i})  # fmt: skip
+        except Exception as exc:  # never mask the request's own error
+            _log.warning("archive: paid outputs of a failed request not archived: %s", type(exc).__name__)
+            return None
+        return self.archive.url
+
     def keep_quarantined(self, run: _Run, raw: Sequence[bytes], quarantined: list[dict[str, Any]]) -> None:
         """Archive each quarantined image (kept out of the result, never discarded: it was paid for);
         its audit record then carries the sha256 an auditor fetches it by."""
