@@ -61,6 +61,7 @@ OTHERS = (
     ("audit", "Audit log: append and verify", "docs/audit.md"),
     ("watermark", "Watermark and C2PA", "docs/provenance.md"),
     ("dashboard", "Dashboard pages", "docs/dashboard.md"),
+    ("archive", "Output archive: added latency per image (local directory, S3)", "docs/archive.md"),
 )
 
 METHOD = """## Method

@@ -76,6 +76,7 @@ SPECS: tuple[Spec, ...] = (
         ("--requests", "2000", "--repeat", "3"),
         ("--requests", "300", "--repeat", "1"),
     ),
+    Spec("archive", "bench_archive.py", (), ("--quick",)),
 )
 
 

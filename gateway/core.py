@@ -131,6 +131,7 @@ class _Run:
     claim: KeyClaim | None = None  # idempotency key, claimed with the first reservation
     seed_given: int | None = None  # the caller's own seed (the result cache needs one)
     paid: tuple[Route, BackendResult] | None = None  # a backend returned images: they are paid for
+    spooled: list[str] = field(default_factory=list)  # archive errors that sent outputs to the spool
 
 
 class _Core:
@@ -599,7 +600,11 @@ def _keep_paid(core: _Core, run: _Run, exc: BaseException) -> dict[str, Any] | N
         _tell(exc, f"{len(result.images)} paid output image(s) could NOT be quarantined: {write_exc}")
         return {"error": type(write_exc).__name__}
     _tell(exc, kept.describe())
-    return kept.to_dict()
+    out = kept.to_dict()
+    archived = core.keeper.keep_failed(run, result.images, why)  # auditors fetch them by hash too
+    if archived:
+        out["archive"] = archived
+    return out
 
 
 def _tell(exc: BaseException, note: str) -> None:

@@ -208,3 +208,75 @@ def test_dashboard_record_page_shows_thumbnails_from_the_archive(tmp_path: Path)
         assert get("/archive/" + "0" * 64).status == 404
     finally:
         src.close()
+
+
+def test_a_failing_remote_archive_spools_paid_outputs_locally(
+    s3_env: S3Test,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    missing = f"t-missing-{os.getpid()}"  # no such bucket (yet): every S3 call fails
+    s = with_archive(Settings(home=tmp_path / "home"), url=f"s3://{missing}/a")
+    with make(s) as gw:
+        res = gw.generate("a boat", seed=1, idempotency_key="k")
+        rec = gw._core.audit.get(res.audit_seq)  # type: ignore[arg-type]
+        assert rec is not None and rec["archive_spooled"] is True and "NoSuchBucket" in rec["archive_error"]
+        assert gw.generate("a boat", seed=1, idempotency_key="k").replayed  # replays from the spool
+    spool = Archive(LocalStore(s.home / "archive-spool"))
+    assert spool.get(res.images[0].sha256) == res.images[0].data
+    client = s3_env.client()
+    client.create_bucket(Bucket=missing)
+    client.close()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        json.dumps({"home": str(s.home), "archive": {"url": s.archive.url, "retention_days": 30}})
+    )
+    main(["archive", "prune", "--config", str(config), "--json"])
+    assert json.loads(capsys.readouterr().out)["spool_uploaded"] == 1
+    archive = open_archive(s)
+    assert archive is not None and archive.get(res.images[0].sha256) == res.images[0].data
+    assert not spool.has(res.images[0].sha256)
+
+
+def test_archive_verify_checks_every_image_the_audit_log_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = with_archive(Settings(home=tmp_path / "home"), retention_days=30)
+    with make(s, clock=lambda: NOW) as gw:
+        a = gw.generate("a boat", n=2, seed=1)
+        b = gw.generate("a car", seed=2, idempotency_key="k")
+        gw.generate("a car", seed=2, idempotency_key="k")  # the replay record names b's image again
+        archive = gw._core.keeper.archive
+        assert archive is not None
+    config = tmp_path / "gateway.yaml"
+    config.write_text(json.dumps({"home": str(s.home), "archive": {"retention_days": 30}}))
+    main(["archive", "verify", "--config", str(config), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["checked"] == 3
+    with make(s) as gw:  # retention (audited) removes a's images: expected, not missing
+        prune(archive, gw._core.audit, now=NOW + dt.timedelta(days=31))
+    main(["archive", "verify", "--config", str(config), "--json"])
+    assert json.loads(capsys.readouterr().out)["deleted_by_retention"] == 3
+    archive.put(b.images[0].data, kind="output", mime="image/png", request_id="x", team="t", now=NOW)
+    archive.store.write(f"objects/{b.images[0].sha256}", b"tampered")  # now corrupt
+    with pytest.raises(SystemExit) as code:
+        main(["archive", "verify", "--config", str(config)])
+    assert code.value.code == 6
+    assert a.images
+
+
+def test_paid_outputs_of_a_failed_request_are_archived(tmp_path: Path) -> None:
+    pol = tmp_path / "wm.yaml"
+    pol.write_text("version: 1\nrules:\n  - id: wm\n    kind: provenance\n    watermark_required: true\n"
+                   "    on_missing: deny\n")  # fmt: skip
+    s = Settings(home=tmp_path / "home", policies=(pol,))
+    with make(s) as gw:
+        with pytest.raises(PolicyDenied):  # 128 px cannot carry the watermark: denied after the paid call
+            gw.generate("a boat", width=128, height=128, n=2)
+        (failed,) = [r for r in gw._core.audit.iter_records() if r["event"] == "denied"]
+        archive = gw._core.keeper.archive
+        assert archive is not None and failed["quarantine"]["archive"] == archive.url
+        for f in failed["quarantine"]["files"]:
+            meta = archive.head(f["sha256"])
+            assert meta is not None and meta.kind == "quarantined" and "PolicyDenied" in meta.extra["reason"]
+            assert hashlib.sha256(archive.get(f["sha256"])).hexdigest() == f["sha256"]

@@ -228,3 +228,21 @@ def test_the_claim_rolls_back_with_its_reservation(ledger_url: str) -> None:
         state = ledger.key_state("t", "k")
         assert state is not None and state.request_id == "r1" and state.status == "pending"
         assert ledger.verify() == []
+
+
+def test_concurrent_coroutines_with_one_key_pay_once(settings: Settings) -> None:
+    calls = []
+
+    async def slow(call: Any) -> list[bytes]:
+        calls.append(call)
+        await asyncio.sleep(0.3)
+        return Counting()(call)
+
+    async def main() -> list[Any]:
+        async with AsyncGateway(settings, catalog=catalog(), backends={"a": MockBackend(slow)}) as gw:
+            calls3 = [gw.generate("a kite", seed=4, idempotency_key="k") for _ in range(3)]
+            return await asyncio.gather(*calls3)
+
+    results = asyncio.run(main())
+    assert len(calls) == 1 and len({r.request_id for r in results}) == 1
+    assert sorted(r.replayed for r in results) == [False, True, True]

@@ -9,11 +9,12 @@ ever unrecorded. Cache entries past their TTL and expired idempotency keys are c
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from .store import Archive, ArchivedObject
+from .store import Archive, ArchivedObject, Kind
 
 if TYPE_CHECKING:
     from ..audit import AuditLog
@@ -25,6 +26,7 @@ class PruneReport:
     deleted: list[ArchivedObject] = field(default_factory=list)
     cache_entries: int = 0
     keys: int = 0
+    uploaded: int = 0  # objects moved from the local spool into the archive
     dry_run: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -35,6 +37,7 @@ class PruneReport:
             "deleted_bytes": sum(o.size for o in self.deleted),
             "cache_entries_removed": self.cache_entries,
             "idempotency_keys_removed": self.keys,
+            "spool_uploaded": self.uploaded,
             "dry_run": self.dry_run,
         }  # fmt: skip
 
@@ -69,3 +72,85 @@ def prune(
     if ledger is not None:
         report.keys = ledger.prune_keys(now)
     return report
+
+
+def flush_spool(spool: Archive, archive: Archive) -> int:
+    """Upload what a failed remote write left in the local spool (metadata kept), then drop it there."""
+    moved = 0
+    for obj in list(spool.objects()):
+        data = spool.get(obj.sha256)
+        old = archive.head(obj.sha256)
+        kind: Kind = (
+            "quarantined" if obj.kind == "quarantined" else "input" if obj.kind == "input" else "output"
+        )
+        when = dt.datetime.fromtimestamp(obj.last_put_us / 1e6, dt.UTC)
+        rid = obj.request_ids[0] if obj.request_ids else ""
+        archive.put(
+            data, kind=kind, mime=obj.mime, request_id=rid, team=obj.team, now=when, extra=dict(obj.extra)
+        )
+        if old is None and archive.get(obj.sha256) != data:  # pragma: no cover - a store that lies
+            continue
+        spool.delete(obj.sha256)
+        moved += 1
+    return moved
+
+
+@dataclass
+class Coverage:
+    """Every image the audit log names, checked against the archive (``gateway archive verify``)."""
+
+    checked: int = 0
+    deleted: int = 0  # named, but removed later by an audited retention deletion
+    missing: list[tuple[int, str]] = field(default_factory=list)  # (audit seq, sha256)
+    corrupt: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.corrupt
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checked": self.checked, "deleted_by_retention": self.deleted,
+                "missing": [{"seq": s, "sha256": h} for s, h in self.missing],
+                "corrupt": [{"seq": s, "sha256": h} for s, h in self.corrupt]}  # fmt: skip
+
+
+def _named(rec: Mapping[str, Any]) -> list[str]:
+    names = [*(rec.get("image_sha256s") or ()), *(rec.get("input_sha256s") or ())]
+    if rec.get("event") == "quarantined" and rec.get("sha256"):
+        names.append(rec["sha256"])
+    return [n for n in names if isinstance(n, str)]
+
+
+def coverage(
+    archive: Archive, records: Iterable[Mapping[str, Any]], spool: Archive | None = None
+) -> Coverage:
+    """Fetch every image the audit records name and check its bytes (each distinct hash once)."""
+    from .store import ArchiveError, NotArchived
+
+    named: dict[str, int] = {}
+    deleted: set[str] = set()
+    for rec in records:
+        if rec.get("event") == "archive_deleted" and isinstance(rec.get("sha256"), str):
+            deleted.add(rec["sha256"])
+        for sha in _named(rec):
+            named.setdefault(sha, int(rec.get("seq", 0)))
+    out = Coverage()
+    for sha, seq in named.items():
+        out.checked += 1
+        for store in (archive, spool):
+            if store is None:
+                continue
+            try:
+                store.get(sha)
+                break
+            except NotArchived:
+                continue
+            except ArchiveError:
+                out.corrupt.append((seq, sha))
+                break
+        else:
+            if sha in deleted:
+                out.deleted += 1
+            else:
+                out.missing.append((seq, sha))
+    return out

@@ -208,7 +208,10 @@ class Archive:
         sha = hashlib.sha256(data).hexdigest()
         now_us = _us(now)
         old = self.head(sha)
-        self.store.write(f"objects/{sha}", data, immutable=True)
+        if old is None or not self.store.exists(f"objects/{sha}"):
+            # New content (no metadata yet): write without an existence probe, which saves S3 a round
+            # trip; rewriting identical bytes under their own hash is harmless.
+            self.store.write(f"objects/{sha}", data)
         ids = tuple(dict.fromkeys((*(old.request_ids if old else ()), request_id)))
         if len(ids) > _MAX_REQUEST_IDS:
             ids = (*ids[:1], *ids[-(_MAX_REQUEST_IDS - 1) :])

@@ -92,7 +92,9 @@ def ls(config: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def prune_cmd(days: float | None, dry_run: bool, config: str | None, as_json: bool) -> None:
     """Delete objects past the retention window; each deletion is recorded in the audit log first."""
-    from ..archive.retention import prune
+    from ..archive import Archive, LocalStore
+    from ..archive.keeper import SPOOL_DIR
+    from ..archive.retention import flush_spool, prune
     from ..audit import open_audit
     from ..ledger import open_ledger
 
@@ -101,8 +103,13 @@ def prune_cmd(days: float | None, dry_run: bool, config: str | None, as_json: bo
     audit = open_audit(settings.resolved_audit_url, checkpoint_dir=settings.home / "checkpoints")
     ledger = open_ledger(settings.resolved_ledger_url)
     try:
+        uploaded = 0
+        spool_dir = settings.home / SPOOL_DIR
+        if store.blocking_io and spool_dir.is_dir() and not dry_run:
+            uploaded = flush_spool(Archive(LocalStore(spool_dir)), store)
         report = prune(store, audit, now=dt.datetime.now(dt.UTC), retention_days=days, ledger=ledger,
                        dry_run=dry_run)  # fmt: skip
+        report.uploaded = uploaded
     finally:
         store.close()
         audit.close()
@@ -114,3 +121,35 @@ def prune_cmd(days: float | None, dry_run: bool, config: str | None, as_json: bo
     size = sum(o.size for o in report.deleted)
     click.echo(f"{verb} {len(report.deleted)} object(s), {size} bytes; "
                f"{report.cache_entries} cache entries and {report.keys} keys expired")  # fmt: skip
+
+
+@archive.command("verify")
+@click.option("--config", type=click.Path(dir_okay=False, exists=True), help="gateway.yaml")
+@click.option("--json", "as_json", is_flag=True)
+def verify_cmd(config: str | None, as_json: bool) -> None:
+    """Check that every image the audit log names is in the archive with its exact bytes (exit 6 if not)."""
+    from ..archive import Archive, LocalStore
+    from ..archive.keeper import SPOOL_DIR
+    from ..archive.retention import coverage
+    from ..audit import open_audit
+    from ..errors import VerificationFailed
+
+    settings = _settings(config)
+    store = _archive(settings)
+    spool_dir = settings.home / SPOOL_DIR
+    spool = Archive(LocalStore(spool_dir)) if spool_dir.is_dir() else None
+    audit = open_audit(settings.resolved_audit_url, checkpoint_dir=settings.home / "checkpoints")
+    try:
+        report = coverage(store, audit.iter_records(), spool)
+    finally:
+        store.close()
+        audit.close()
+    if as_json:
+        _emit(report.to_dict())
+    else:
+        gone = f"{report.deleted} deleted by retention"
+        click.echo(f"{report.checked} image(s) named in the audit log; {gone}; "
+                   f"{len(report.missing)} missing; {len(report.corrupt)} corrupt")  # fmt: skip
+    if not report.ok:
+        first = (report.missing or report.corrupt)[0]
+        raise VerificationFailed(f"archive does not hold image {first[1]} named by audit record {first[0]}")

@@ -211,7 +211,8 @@ class DashboardApp:
             rview = record_view(src, int(match.group(1)))
             if rview is None:
                 return _error(404, f"no audit record {match.group(1)}", now)
-            return _html(200, f"Record {rview.seq}", top + record_page(rview, Links(live=True)), now, "audit")
+            page = record_page(rview, Links(live=True, thumbs=src.archive is not None))
+            return _html(200, f"Record {rview.seq}", top + page, now, "audit")
         archived = _ARCHIVED.match(path)
         if archived:
             return _archived_image(src, archived.group(1), now)

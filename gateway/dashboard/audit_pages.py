@@ -282,7 +282,7 @@ def record_detail(v: RecordView, links: Links) -> str:
             f"{record_rows(v.related, links)}</section>"
         )
     raw = json.dumps({k: val for k, val in r.items()}, indent=2, sort_keys=True, ensure_ascii=False)
-    images = images_table(r, links.live)
+    images = images_table(r, links.thumbs)
     return (
         f"{verify_banner(v.verify, links)}"
         f'<div class="grid2"><section><h2>Chain position and proofs</h2>{chain_position(v, links)}</section>'

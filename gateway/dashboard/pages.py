@@ -21,8 +21,9 @@ from .views import DIMENSIONS, BudgetView, CostView, RouteView, Series
 class Links:
     """Where links lead: the live dashboard's URLs, or anchors inside one offline report file."""
 
-    def __init__(self, live: bool) -> None:
+    def __init__(self, live: bool, thumbs: bool | None = None) -> None:
         self.live = live
+        self.thumbs = live if thumbs is None else thumbs  # only where an archive can serve them
 
     def record(self, seq: Any) -> str:
         return f"/audit/{int(seq)}" if self.live else f"#rec-{int(seq)}"
