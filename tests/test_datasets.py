@@ -139,7 +139,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     home = root / "home"
     os.environ["GATEWAY_HOME"] = str(home)
     try:
-        spec = write_spec(root / "spec.yaml", budget_usd="1.00")
+        spec = write_spec(root / "spec.yaml")
         result = build(spec, root / "out", config=write_config(root, home), progress=False)
     finally:
         os.environ.pop("GATEWAY_HOME", None)
