@@ -30,7 +30,8 @@ from ..errors import (
     InvalidBackendRequest,
     RateLimited,
 )
-from ._wire import parse_retry_after, redact, validate_image
+from ._openai_wire import retry_after_from_headers
+from ._wire import redact, validate_image
 from .base import BackendCall
 
 # Gemini 2.5 Flash Image sizes per aspect ratio at 1K (Google's image-generation guide).
@@ -264,9 +265,7 @@ def api_error(
             504: BackendTimeout,
         }.get(code, BackendUnavailable if code >= 500 else InvalidBackendRequest)
     if target is RateLimited:
-        after = None
-        if headers:
-            after = parse_retry_after(headers.get("retry-after"))
+        after = retry_after_from_headers(headers)
         if after is None:
             after = retry_delay(err.get("details"))
         return RateLimited(msg, provider=provider, status=code, retry_after=after)

@@ -267,7 +267,10 @@ class VertexGeminiBackend(GeminiBackend):
 
     def client_kwargs(self, types: Any) -> dict[str, Any]:
         kwargs = super().client_kwargs(types)
-        kwargs.update(vertexai=True, project=self.project, location=self._location())
+        # Resolved here, not left to the client: with a custom base URL (GOOGLE_VERTEX_BASE_URL) the
+        # client only builds project/location paths when both are passed explicitly.
+        project = self.project or os.environ.get("GOOGLE_CLOUD_PROJECT")
+        kwargs.update(vertexai=True, project=project, location=self._location() or "global")
         kwargs.pop("api_key", None)
         creds = self.credentials
         if creds is None and self.credentials_factory is not None:

@@ -33,8 +33,8 @@ def _prices(p: Pricing) -> TokenPrices:
 def expected_image_tokens(route: Route, width: int, height: int, quality: str) -> int:
     """Output image tokens for one image: the smallest row of ``quality`` covering the size.
 
-    ``auto`` lets the provider pick, so without an ``auto`` row it is priced at the largest row of
-    any quality that covers the size (an upper bound).
+    ``auto`` lets the provider pick, so without an ``auto`` row it is priced at the dearest quality's
+    row for the size (an upper bound).
     """
     pixels = width * height
     rows = route.card.pricing.expected_tokens
@@ -42,13 +42,17 @@ def expected_image_tokens(route: Route, width: int, height: int, quality: str) -
     def covering(candidates: tuple[ExpectedTokens, ...]) -> list[ExpectedTokens]:
         return [r for r in candidates if r.max_pixels is None or pixels <= r.max_pixels]
 
-    fits = covering(tuple(r for r in rows if r.quality == quality))
-    if fits:
-        return min(fits, key=lambda r: r.max_pixels or 1 << 62).output_image_tokens
-    if quality == "auto":
-        every = covering(rows)
-        if every:
-            return max(r.output_image_tokens for r in every)
+    def smallest(q: str) -> ExpectedTokens | None:
+        fits = covering(tuple(r for r in rows if r.quality == q))
+        return min(fits, key=lambda r: r.max_pixels or 1 << 62) if fits else None
+
+    row = smallest(quality)
+    if row is not None:
+        return row.output_image_tokens
+    if quality == "auto":  # the dearest quality's row for this size
+        per_quality = [r for q in {r.quality for r in rows} if (r := smallest(q)) is not None]
+        if per_quality:
+            return max(r.output_image_tokens for r in per_quality)
     raise ValueError(f"{route.key}: no expected token count covers {width}x{height} at quality {quality!r}")
 
 
