@@ -156,7 +156,7 @@ class FakeGemini(FakeServer):
             key = h.get("x-goog-api-key")
             if not key or (self.api_key is not None and key != self.api_key):
                 return google_error(
-                    400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key."
+                    400, "INVALID_ARGUMENT", f"API key not valid: {key}. Please pass a valid API key."
                 )
             return None
         auth = h.get("authorization", "")

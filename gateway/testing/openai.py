@@ -167,7 +167,7 @@ class FakeOpenAI(FakeServer):
             ):
                 return openai_error(
                     401,
-                    "Access denied due to invalid subscription key or wrong API endpoint.",
+                    f"Access denied due to invalid subscription key {key} or wrong API endpoint.",
                     "invalid_request_error",
                     "401",
                 )
@@ -179,7 +179,7 @@ class FakeOpenAI(FakeServer):
             return openai_error(401, "You didn't provide an API key.", "invalid_request_error", None)
         if self.api_key is not None and auth[7:] != self.api_key:
             return openai_error(
-                401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
+                401, f"Incorrect API key provided: {auth[7:]}.", "invalid_request_error", "invalid_api_key"
             )
         return None
 
