@@ -39,7 +39,13 @@ FAKE_OF: dict[str, str] = {
 }
 
 
-def call_for(name: str, timeout_s: float = 10.0, options: dict[str, Any] | None = None, **request: Any) -> BackendCall:
+def call_for(
+    name: str, timeout_s: float = 10.0, options: dict[str, Any] | None = None, **request: Any
+) -> BackendCall:
     fields = {"prompt": "a red bicycle", "width": 1024, "height": 1024, "seed": 7, **request}
-    opts = options if options is not None else ({"family": "gpt-image"} if "openai" in name else {"image_sizes": ["1K"]})
+    opts = (
+        options
+        if options is not None
+        else ({"family": "gpt-image"} if "openai" in name else {"image_sizes": ["1K"]})
+    )
     return BackendCall(ImageRequest(**fields), MODELS[name], opts, timeout_s=timeout_s)

@@ -104,7 +104,7 @@ def test_retry_delay_and_wrong_key(fake_gemini: FakeGemini) -> None:
         GeminiBackend().generate(call_for("google-gemini"))
     assert info.value.retry_after == pytest.approx(2.5)
     wrong = "AIzaWrongKeyThatMustNeverAppear0000000"
-    with pytest.raises(Exception) as err:
+    with pytest.raises(AuthenticationError) as err:
         GeminiBackend(api_key=wrong).generate(call_for("google-gemini"))
     assert wrong not in str(err.value)
 

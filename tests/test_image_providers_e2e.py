@@ -51,7 +51,9 @@ def check_provider_c2pa(result: GenerationResult, home: Path, signer: str) -> No
         assert report.ok, report.reasons
         assert report.c2pa.state in ("valid", "trusted")
         assert report.c2pa.active is not None and report.c2pa.active.ours
-        assert [m.signer["common_name"] for m in report.c2pa.ingredients] == [f"{signer} test provider signer"]
+        assert [m.signer["common_name"] for m in report.c2pa.ingredients] == [
+            f"{signer} test provider signer"
+        ]
         assert report.c2pa.ingredients[0].actions == ("c2pa.created",)
         assert not report.c2pa.failures  # the provider's manifest still validates inside ours
 

@@ -254,6 +254,8 @@ def api_error(
     text = redact(str(message or err.get("message") or ""), secrets)
     status = status or str(err.get("status") or "")
     msg = f"{label} HTTP {code}" + (f" {status}" if status else "") + (f": {text}" if text else "")
+    if re.search(r"api key not valid|API_KEY_INVALID", f"{text} {err.get('details')}", re.IGNORECASE):
+        return AuthenticationError(msg, provider=provider, status=code)  # Google answers 400 for it
     if re.search(r"safety|blocked|prohibited", text, re.IGNORECASE) and code == 400:
         return ContentFiltered(msg, provider=provider, status=code)
     target = _STATUS.get(status)
