@@ -381,6 +381,7 @@ class _Core:
             latency_s=u.elapsed_s,
             billed_seconds=u.predict_time_s,
             now=self.clock(),
+            **_ledger_tokens(u),
         )
 
     def settle_failure(self, res: Reservation, exc: BackendError, route: Route) -> None:
@@ -569,6 +570,15 @@ class _Core:
 
 
 # ------------------------------------------------------------------ shared shell helpers
+
+
+def _ledger_tokens(usage: Any) -> dict[str, Any]:
+    """``tokens=`` for the ledger's settle, only when the provider reported counts (keeps the call
+    identical for every other route)."""
+    from .ledger.tokens import usage_tokens
+
+    tokens = usage_tokens(usage)
+    return {"tokens": tokens} if tokens else {}
 
 
 def _cost_evidence(route: Route, result: BackendResult) -> dict[str, Any]:

@@ -58,8 +58,14 @@ def test_estimate_is_an_upper_bound_and_actual_follows_usage() -> None:
     est = estimate_cost(r, req)
     # 13 prompt bytes x 2 images of text (bound) + 2 x 4160 image tokens
     assert est == Decimal("0.249730")
-    usage = Usage(images=2, elapsed_s=1.0, input_text_tokens=3, input_image_tokens=0, output_image_tokens=8320,
-                  output_text_tokens=0)  # fmt: skip
+    usage = Usage(
+        images=2,
+        elapsed_s=1.0,
+        input_text_tokens=3,
+        input_image_tokens=0,
+        output_image_tokens=8320,
+        output_text_tokens=0,
+    )
     assert actual_cost(r, req, usage) == Decimal("0.249615") <= est
     assert cost_basis(r, usage) == "tokens"
     # No usage at all: per-image fallback = the expected image tokens of one image each.
