@@ -34,6 +34,7 @@ from gateway.testing import (
 from gateway.types import ImageRequest
 
 PROMPT = "a red bicycle"
+ASYNC_RAW, ASYNC_OURS = "async raw openai (8 in flight)", "async OpenAIBackend (8 in flight)"
 VERSION = "2025-04-01-preview"
 
 
@@ -142,16 +143,17 @@ def async_openai(calls: int) -> dict[str, tuple[float, float]]:
             await asyncio.gather(*(fn() for _ in range(8)))
             return (time.perf_counter() - t) / 8
 
-        out: dict[str, list[float]] = {"async raw openai (8 in flight)": [], "async OpenAIBackend (8 in flight)": []}
+        out: dict[str, list[float]] = {ASYNC_RAW: [], ASYNC_OURS: []}
         for _ in range(3):
             await batch(raw_one)
             await batch(lambda: ours.agenerate(call))
-        for _ in range(max(1, calls // 8)):
-            out["async raw openai (8 in flight)"].append(await batch(raw_one))
-            out["async OpenAIBackend (8 in flight)"].append(await batch(lambda: ours.agenerate(call)))
+        for _ in range(max(4, calls // 4)):
+            out[ASYNC_RAW].append(await batch(raw_one))
+            out[ASYNC_OURS].append(await batch(lambda: ours.agenerate(call)))
         await raw.close()
         await ours.aclose()
-        return {k: (statistics.median(v) * 1000, sorted(v)[int(len(v) * 0.95) - 1] * 1000) for k, v in out.items()}
+        return {k: (statistics.median(v) * 1000, sorted(v)[max(0, int(len(v) * 0.95) - 1)] * 1000)
+                for k, v in out.items()}  # fmt: skip
 
     return asyncio.run(main())
 
@@ -166,7 +168,7 @@ def main() -> None:
         report("openai", "raw openai images.generate", "OpenAIBackend.generate", res)
         report("azure", "raw AzureOpenAI images.generate", "AzureOpenAIBackend.generate", res)
         res = async_openai(args.calls)
-        report("openai", "async raw openai (8 in flight)", "async OpenAIBackend (8 in flight)", res)
+        report("openai", ASYNC_RAW, ASYNC_OURS, res)
     finally:
         close()
     fns, close = gemini_pair()
