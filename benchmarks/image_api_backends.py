@@ -158,10 +158,50 @@ def async_openai(calls: int) -> dict[str, tuple[float, float]]:
     return asyncio.run(main())
 
 
+def pure_work(calls: int) -> None:
+    """The backends' own work per call, without the client: build the request, parse the answer
+    (base64 decode + PNG integrity check + usage). Noise-free, unlike the end-to-end pairs above."""
+    import openai
+    from google.genai import types
+
+    from gateway.backends._gemini_wire import generate_config, parse_response
+    from gateway.backends._openai_wire import generate_fields, parse_images
+    from gateway.testing import signed_png
+    from gateway.testing.gemini import usage_for as g_usage
+    from gateway.testing.openai import usage_for as o_usage
+
+    png = signed_png(1024, 1024, 0, "openai")
+    b64 = base64.b64encode(png).decode()
+    o_resp = openai.types.ImagesResponse.model_validate(
+        {"created": 0, "data": [{"b64_json": b64}], "usage": o_usage(PROMPT, 1024, 1024, "low", 1)}
+    )
+    g_resp = types.GenerateContentResponse.model_validate(
+        {"candidates": [{"content": {"parts": [{"inline_data": {"mime_type": "image/png", "data": png}}]},
+                         "finish_reason": "STOP"}], "usage_metadata": {"candidates_token_count": 1290}}
+    )  # fmt: skip
+    del g_usage
+    o_call = BackendCall(ImageRequest(prompt=PROMPT, width=1024, height=1024, quality="low"), "gpt-image-2",
+                         {"family": "gpt-image"})  # fmt: skip
+    g_call = BackendCall(ImageRequest(prompt=PROMPT, width=1024, height=1024, seed=1),
+                         "gemini-2.5-flash-image", {"image_sizes": ["1K"]})  # fmt: skip
+    fns: dict[str, Callable[[], object]] = {
+        "openai: fields + parse_images": lambda: (generate_fields(o_call, "gpt-image-2", "openai"),
+                                                  parse_images(o_resp, provider="openai", expected=1)),
+        "gemini: config + parse_response": lambda: (generate_config(g_call, "google-gemini", 30_000),
+                                                    parse_response(g_resp, provider="g", label="G")),
+        "base64 decode only (same image)": lambda: base64.b64decode(b64),
+    }  # fmt: skip
+    res = timed(fns, calls * 5)
+    for name, (p50, p95) in res.items():
+        print(f"pure      {name:34} p50 {p50 * 1000:7.1f} us  p95 {p95 * 1000:7.1f} us")
+    print(f"(image: {len(png)} bytes PNG, {len(b64)} bytes base64)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
+    pure_work(args.calls)
     fns, close = openai_pair()
     try:
         res = timed(fns, args.calls)

@@ -568,6 +568,13 @@ class _Core:
         if self.keeper.archive is not None:
             self.keeper.archive.close()
 
+    async def aclose(self) -> None:
+        """The async shell's close: backends with async clients (OpenAI, Gemini) close their pools on
+        the loop that opened them, then everything else as :meth:`close`."""
+        for b in list(self._backends.values()):
+            await b.aclose()
+        self.close()
+
 
 # ------------------------------------------------------------------ shared shell helpers
 

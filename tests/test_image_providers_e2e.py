@@ -189,3 +189,26 @@ def test_done_when_commands(provider: str, model: str, expected: Decimal, tmp_pa
     for img in out["images"]:
         report = verify_image(tmp_path / img["path"], home=tmp_path / "home")
         assert report.ok and report.c2pa.ingredients and not report.c2pa.failures
+
+
+def test_async_gateway_on_every_new_backend(tmp_path: Path, fake_openai: FakeOpenAI,
+                                            fake_gemini: FakeGemini) -> None:  # fmt: skip
+    import asyncio
+
+    from gateway import AsyncGateway
+
+    async def run() -> list[GenerationResult]:
+        vertex = VertexGeminiBackend(credentials=vertex_credentials())
+        async with AsyncGateway(Settings(home=tmp_path / "home"), backends={"google-vertex": vertex}) as g:
+            routes = [
+                ("openai", "gpt-image-2"),
+                ("azure-openai", "gpt-image-2"),
+                ("google-gemini", "gemini-2.5-flash-image"),
+                ("google-vertex", "gemini-2.5-flash-image"),
+            ]
+            jobs = [g.generate("a red bicycle", provider=p, model=m, n=2) for p, m in routes]
+            return list(await asyncio.gather(*jobs))
+
+    results = asyncio.run(run())
+    assert [len(r.images) for r in results] == [2, 2, 2, 2]
+    assert all(r.cost_usd > 0 and r.estimated_cost_usd >= r.cost_usd for r in results)

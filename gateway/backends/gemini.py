@@ -72,6 +72,7 @@ class GeminiBackend(Backend):
         self.credentials = credentials
         self._lock = threading.Lock()
         self._client_obj: Any = None
+        self._aclient_pair: tuple[asyncio.AbstractEventLoop, Any] | None = None
 
     # ------------------------------------------------------------------ pure core
 
@@ -109,26 +110,36 @@ class GeminiBackend(Backend):
             kwargs["api_key"] = self.api_key
         return kwargs
 
+    def _build(self) -> Any:
+        try:
+            from google import genai
+            from google.genai import types
+        except ImportError:
+            raise UsageError(
+                f"backend {self.name!r} needs: pip install 'diffusion-gateway[{self.extra}]'"
+            ) from None
+        try:
+            return genai.Client(**self.client_kwargs(types))
+        except (ValueError, OSError) as exc:  # no key / project / credentials
+            raise UsageError(f"{self.label}: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError and kin
+            raise UsageError(f"{self.label}: {type(exc).__name__}") from None
+
     def _client(self) -> Any:
-        client = self._client_obj
-        if client is not None:
-            return client
-        with self._lock:
-            if self._client_obj is None:
-                try:
-                    from google import genai
-                    from google.genai import types
-                except ImportError:
-                    raise UsageError(
-                        f"backend {self.name!r} needs: pip install 'diffusion-gateway[{self.extra}]'"
-                    ) from None
-                try:
-                    self._client_obj = genai.Client(**self.client_kwargs(types))
-                except (ValueError, OSError) as exc:  # no key / project / credentials
-                    raise UsageError(f"{self.label}: {type(exc).__name__}: {exc}") from None
-                except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError and kin
-                    raise UsageError(f"{self.label}: {type(exc).__name__}") from None
-            return self._client_obj
+        """The client for sync calls (one per backend)."""
+        if self._client_obj is None:
+            with self._lock:
+                if self._client_obj is None:
+                    self._client_obj = self._build()
+        return self._client_obj
+
+    def _aclient(self) -> Any:
+        """A client for the running event loop: its async connection pool belongs to that loop."""
+        loop = asyncio.get_running_loop()
+        pair = self._aclient_pair
+        if pair is None or pair[0] is not loop:
+            pair = self._aclient_pair = (loop, self._build())
+        return pair[1]
 
     def close(self) -> None:
         client, self._client_obj = self._client_obj, None
@@ -136,10 +147,11 @@ class GeminiBackend(Backend):
             client.close()
 
     async def aclose(self) -> None:
-        client, self._client_obj = self._client_obj, None
-        if client is not None:
-            await client.aio.aclose()
-            client.close()
+        pair, self._aclient_pair = self._aclient_pair, None
+        if pair is not None and pair[0] is asyncio.get_running_loop():
+            await pair[1].aio.aclose()
+            pair[1].close()
+        self.close()
 
     # ------------------------------------------------------------------ calls
 
@@ -169,7 +181,7 @@ class GeminiBackend(Backend):
     async def agenerate(self, call: BackendCall) -> BackendResult:
         started = time.monotonic()
         contents, config = self._request(call)
-        client = self._client()
+        client = self._aclient()
 
         async def one() -> ParsedCandidate:
             try:

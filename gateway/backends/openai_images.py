@@ -62,7 +62,7 @@ class OpenAIBackend(Backend):
         self.max_connections = max_connections
         self._lock = threading.Lock()
         self._sync_client: Any = None
-        self._async_client: Any = None
+        self._async_client: tuple[asyncio.AbstractEventLoop, Any] | None = None
 
     # ------------------------------------------------------------------ pure core
 
@@ -108,37 +108,42 @@ class OpenAIBackend(Backend):
         cls = openai.AsyncOpenAI if is_async else openai.OpenAI
         return cls(max_retries=0, **self.client_kwargs())
 
+    def _build(self, *, is_async: bool) -> Any:
+        try:
+            import openai
+        except ImportError:
+            raise UsageError(
+                f"backend {self.name!r} needs: pip install 'diffusion-gateway[{self.extra}]'"
+            ) from None
+        try:
+            return self.new_client(openai, is_async=is_async)
+        except (openai.OpenAIError, ValueError) as exc:  # missing key/endpoint/api version
+            raise UsageError(f"{self.label}: {type(exc).__name__}: {exc}") from None
+
     def _client(self, *, is_async: bool) -> Any:
-        attr = "_async_client" if is_async else "_sync_client"
-        client = getattr(self, attr)
-        if client is not None:
-            return client
-        with self._lock:
-            client = getattr(self, attr)
-            if client is None:
-                try:
-                    import openai
-                except ImportError:
-                    raise UsageError(
-                        f"backend {self.name!r} needs: pip install 'diffusion-gateway[{self.extra}]'"
-                    ) from None
-                try:
-                    client = self.new_client(openai, is_async=is_async)
-                except (openai.OpenAIError, ValueError) as exc:  # missing key/endpoint/api version
-                    raise UsageError(f"{self.label}: {type(exc).__name__}: {exc}") from None
-                setattr(self, attr, client)
-        return client
+        """The sync client (one per backend), or the async one of the running event loop: an async
+        client's connection pool belongs to the loop that opened it (as for the Replicate backend)."""
+        if is_async:
+            loop = asyncio.get_running_loop()
+            pair = self._async_client
+            if pair is None or pair[0] is not loop:
+                pair = self._async_client = (loop, self._build(is_async=True))
+            return pair[1]
+        if self._sync_client is None:
+            with self._lock:
+                if self._sync_client is None:
+                    self._sync_client = self._build(is_async=False)
+        return self._sync_client
 
     def close(self) -> None:
         client, self._sync_client = self._sync_client, None
         if client is not None:
             client.close()
-        self._async_client = None  # its pool belongs to the loop that made it; aclose() closes it
 
     async def aclose(self) -> None:
-        client, self._async_client = self._async_client, None
-        if client is not None:
-            await client.close()
+        pair, self._async_client = self._async_client, None
+        if pair is not None and pair[0] is asyncio.get_running_loop():
+            await pair[1].close()
         self.close()
 
     # ------------------------------------------------------------------ calls
