@@ -50,6 +50,14 @@ _TRANSPORT: tuple[tuple[str, type[BackendError]], ...] = (
 )
 
 
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (a missing parent package counts)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 class GeminiBackend(Backend):
     """Gemini image models on the Gemini Developer API (AI Studio keys)."""
 
@@ -82,7 +90,7 @@ class GeminiBackend(Backend):
         return None
 
     def check(self, call: BackendCall) -> str | None:
-        if importlib.util.find_spec("google.genai") is None:
+        if not _installed("google.genai"):
             return f"needs the google-genai client: pip install 'diffusion-gateway[{self.extra}]'"
         problem = self.credentials_problem()
         if problem:
