@@ -119,15 +119,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     # finance can re-price a month from the ledger alone. NULL = the provider reported none.
     Migration(
         "m003_token_counts",
-        tuple(
-            f"ALTER TABLE ledger_requests ADD COLUMN {col} BIGINT"
-            for col in (
-                "input_text_tokens",
-                "input_image_tokens",
-                "output_image_tokens",
-                "output_text_tokens",
-            )
-        ),
+        tuple(f"ALTER TABLE ledger_requests ADD COLUMN {col} BIGINT" for col in TOKEN_COLUMNS),
     ),
 )
 
