@@ -10,10 +10,12 @@ network::
         ...  # point REPLICATE_BASE_URL at fake.url and run your code
         assert fake.requests_of("create")
 
-Or from a shell: ``python -m gateway.testing replicate --port 8750 [--fault rate_limit:2]``; a running
-fake takes more faults over HTTP (``POST /__fake__/faults {"fault": "slow", "times": 1}``). With pytest, add
-``pytest_plugins = ["gateway.testing.pytest_plugin"]`` to get the ``fake_replicate`` and
-``fake_bedrock`` fixtures (environment variables set, dummy AWS credentials, nothing left behind).
+Or from a shell: ``python -m gateway.testing replicate|bedrock|openai|gemini --port 8750 [--fault
+rate_limit:2]``; a running fake takes more faults over HTTP (``POST /__fake__/faults {"fault": "slow",
+"times": 1}``). With pytest, add
+``pytest_plugins = ["gateway.testing.pytest_plugin"]`` to get the ``fake_replicate``, ``fake_bedrock``,
+``fake_openai`` and ``fake_gemini`` fixtures (environment variables set, dummy credentials, nothing left
+behind).
 Only the standard library and Pillow are used: no replicate, boto3, openai or google-genai import happens
 here (the OpenAI and Gemini fakes sign their PNGs with c2pa-python, imported on the first image).
 """

@@ -55,7 +55,7 @@ def signed_png(width: int, height: int, seed: int, provider: str) -> bytes:
             }
         ],
     }
-    with _lock:  # c2pa's native signer is not re-entrant across threads of the fake server
+    with _lock:  # one signing at a time: a burst of first requests signs each image once, not N times
         return c2pa_sign.sign(
             png_bytes(width, height, seed),
             "image/png",
