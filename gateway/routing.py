@@ -122,15 +122,24 @@ def _capabilities(x: RoutingInput) -> str | None:
         return f"size {w}x{h} exceeds {cap.max_pixels} pixels"
     unsupported = [name for name, asked, ok in (
         ("negative_prompt", r.negative_prompt, cap.negative_prompt),
-        ("seed", r.seed, cap.seed),
         ("steps", r.steps, cap.steps),
         ("guidance_scale", r.guidance_scale, cap.guidance),
     ) if asked is not None and not ok]  # fmt: skip
+    # No seed check: the gateway draws a seed for every request, so a card without seeds (the OpenAI
+    # Images API) reports ``seed: null`` in the result instead of being dropped for a seed nobody asked.
     if unsupported:
         return f"does not accept {', '.join(unsupported)}"
     if r.scheduler is not None and r.scheduler not in cap.schedulers:
         return f"scheduler {r.scheduler!r} not supported (has {list(cap.schedulers) or 'none'})"
     return None
+
+
+def _quality(x: RoutingInput) -> str | None:
+    """A card that cannot honour the asked quality is dropped (see :mod:`gateway.quality`)."""
+    from .quality import quality_reason
+
+    reason = quality_reason(x.route.card, x.request.quality)
+    return None if reason is None else f"quality: {reason}"
 
 
 # (stage, rule). Order matters only for which reason is shown: the first failing rule names the drop.
@@ -146,6 +155,7 @@ ELIGIBILITY: tuple[tuple[str, Rule], ...] = (
     ("policy", _disclosure),
     ("policy", _lifecycle),
     ("capability", _capabilities),
+    ("capability", _quality),
 )
 
 

@@ -56,6 +56,12 @@ class ImageRequest(BaseModel):
     provider: str | None = Field(default=None, pattern=_NAME, description="Narrow routing to a backend.")
     model: str | None = Field(default=None, pattern=_NAME, description="Narrow routing to a model id.")
     extras: dict[str, Any] = Field(default_factory=dict, description="Provider-specific inputs.")
+    quality: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+        description="low | medium | high | auto, or a provider's own word (standard, premium, hd); "
+        "each provider card maps it, and routing drops the cards that cannot honour it.",
+    )
 
     @field_validator("prompt")
     @classmethod

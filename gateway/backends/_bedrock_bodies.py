@@ -113,6 +113,8 @@ def build_amazon(call: BackendCall, lim: Limits) -> dict[str, Any]:
     for key in lim.extras:
         if key in r.extras:
             (config if key == "quality" else params)[key] = r.extras[key]
+    if r.quality is not None and r.quality != "auto":  # the card's word (gateway.quality maps it)
+        config["quality"] = r.quality
     if config["quality"] not in ("standard", "premium"):
         raise _bad(f"{call.model} quality must be 'standard' or 'premium', not {config['quality']!r}")
     return {"taskType": "TEXT_IMAGE", "textToImageParams": params, "imageGenerationConfig": config}

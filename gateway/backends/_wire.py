@@ -23,6 +23,10 @@ _SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"(?i)(signature=)[0-9a-f]{16,}"),
     re.compile(r"(?i)(x-amz-security-token[=:]\s*)\S+"),
     re.compile(r"(?i)(credential=)[^,\s]+"),
+    re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"),  # OpenAI API keys (sk-..., sk-proj-...)
+    re.compile(r"\bAIza[0-9A-Za-z_-]{20,}"),  # Google API keys
+    re.compile(r"\bya29\.[0-9A-Za-z_.-]{8,}"),  # Google OAuth access tokens
+    re.compile(r"(?i)(api-key[=:]\s*)\S+"),  # Azure's api-key header, echoed
 )
 MAX_MESSAGE = 300
 

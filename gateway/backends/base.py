@@ -42,6 +42,12 @@ class Usage:
     predict_time_s: float | None = None  # provider-measured compute seconds (Replicate metrics)
     hardware: str | None = None
     provider_request_id: str | None = None  # prediction id, AWS request id
+    # Token counts as the provider reported them (OpenAI ``usage``, Gemini ``usageMetadata``); None when
+    # the response said nothing, in which case token-priced cards fall back to their per-image price.
+    input_text_tokens: int | None = None
+    input_image_tokens: int | None = None
+    output_image_tokens: int | None = None
+    output_text_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

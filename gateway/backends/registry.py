@@ -22,6 +22,20 @@ _BUILTIN: dict[str, str] = {
     "replicate": "gateway.backends.replicate:ReplicateBackend",
     "bedrock": "gateway.backends.bedrock:BedrockBackend",
     "mock": "gateway.backends.mock:MockBackend",
+    "openai": "gateway.backends.openai_images:OpenAIBackend",
+    "azure-openai": "gateway.backends.openai_images:AzureOpenAIBackend",
+    "google-gemini": "gateway.backends.gemini:GeminiBackend",
+    "google-vertex": "gateway.backends.gemini:VertexGeminiBackend",
+}
+# The pip extra that brings each built-in backend's client (named in "missing dependency" errors).
+_EXTRAS: dict[str, str] = {
+    "local": "local",
+    "replicate": "replicate",
+    "bedrock": "bedrock",
+    "openai": "openai",
+    "azure-openai": "openai",
+    "google-gemini": "google",
+    "google-vertex": "google",
 }
 _registered: dict[str, BackendFactory] = {}
 
@@ -62,7 +76,7 @@ def backend_factory(name: str) -> BackendFactory:
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:  # an optional extra is not installed
-        extra = name if name in ("replicate", "bedrock", "local") else "all"
+        extra = _EXTRAS.get(name, "all")
         raise UsageError(
             f"backend {name!r} needs an optional dependency ({exc.name}); "
             f"install it with: pip install 'diffusion-gateway[{extra}]'"

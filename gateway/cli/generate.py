@@ -15,7 +15,7 @@ from ..types import SCHEDULERS
 F = TypeVar("F", bound=Callable[..., Any])
 
 _REQUEST_KEYS = ("provider", "model", "n", "seed", "steps", "scheduler", "width", "height", "guidance_scale",
-                 "negative_prompt")  # fmt: skip
+                 "negative_prompt", "quality")  # fmt: skip
 _CONTEXT_KEYS = ("team", "project", "use_case", "user")
 
 
@@ -31,6 +31,11 @@ def request_options(fn: F) -> F:
         click.option("--scheduler", type=click.Choice(SCHEDULERS)),
         click.option("--guidance-scale", "guidance_scale", type=float),
         click.option("--negative-prompt", "negative_prompt"),
+        click.option(
+            "--quality",
+            help="low | medium | high | auto, or a provider's word (standard, premium, hd); "
+            "routes whose card cannot honour it are dropped.",
+        ),
         click.option("--width", type=int),
         click.option("--height", type=int),
         click.option("--team"),
@@ -150,6 +155,14 @@ def explain(**params: Any) -> None:
 
 _PRICE_FORMAT: dict[str, Callable[[Any], str]] = {
     "image": lambda p: "/".join(f"${t.usd}" for t in p.per_image) + " per image",
+    "token": lambda p: (
+        (
+            f"${p.usd_per_million_tokens.text_input}/${p.usd_per_million_tokens.image_output}"
+            " per 1M text-in/image-out tokens"
+        )
+        if p.usd_per_million_tokens
+        else "per token"
+    ),
     "second": lambda p: f"${p.usd_per_second}/s ({p.hardware})",
     "hour": lambda p: f"${p.usd_per_hour}/h ({p.hardware})",
 }

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from ..types import Budget
+from .migrations import TOKEN_COLUMNS
 from .pricing import MICRO, from_micros
 from .store import (
     DAY_US,
@@ -167,11 +168,17 @@ class SqlReads(Ledger):
             f" FROM ledger_requests WHERE {where}{group}{order}"
         )
         refusal_sql = f"SELECT {sel}COUNT(*) FROM ledger_refusals WHERE {where}{group}"  # noqa: S608
+        token_sql = (
+            f"SELECT {sel}SUM(input_text_tokens), SUM(input_image_tokens), SUM(output_image_tokens),"  # noqa: S608
+            f" SUM(output_text_tokens) FROM ledger_requests WHERE status = 'settled' AND {where}"
+            f" AND COALESCE(input_text_tokens, input_image_tokens, output_image_tokens, output_text_tokens)"
+            f" IS NOT NULL{group}"
+        )
 
-        def tx(q: Query) -> tuple[list[Row], list[Row]]:
-            return q(spend_sql, params), q(refusal_sql, params)
+        def tx(q: Query) -> tuple[list[Row], list[Row], list[Row]]:
+            return q(spend_sql, params), q(refusal_sql, params), q(token_sql, params)
 
-        spend, refused = self._read(tx)
+        spend, refused, token_rows = self._read(tx)
         n = len(dims)
         rows: dict[tuple[Any, ...], dict[str, Any]] = {}
         for r in spend:
@@ -183,6 +190,11 @@ class SqlReads(Ledger):
             if key not in rows:
                 rows[key] = _report_row(dims, r[:n], [0] * 11, 0.0)
             rows[key]["refused"] = int(r[n])
+        for r in token_rows:  # token-priced routes only: their counts next to the dollars
+            key = tuple(r[:n])
+            if key in rows:
+                counts = zip(TOKEN_COLUMNS, r[n:], strict=True)
+                rows[key]["tokens"] = {name: int(v or 0) for name, v in counts}
         return [rows[k] for k in sorted(rows, key=lambda k: tuple(str(x) for x in k))]
 
 

@@ -24,6 +24,7 @@ from ..errors import BudgetExceeded, GatewayError, RateLimitExceeded
 from ..types import Budget, Context, RateLimit
 from ._reads import _COUNTER_COLS, Query, SqlReads, T
 from .idempotency import IdempotencyKeys, KeyClaim, claim_in_tx
+from .migrations import TOKEN_COLUMNS
 from .pricing import from_micros, to_micros
 from .store import (
     DAY_US,
@@ -247,6 +248,7 @@ class SqlLedger(IdempotencyKeys, SqlReads):
         latency_s: float,
         now: dt.datetime,
         billed_seconds: float | None = None,
+        tokens: Mapping[str, int] | None = None,
     ) -> None:
         if actual_usd < 0 or images < 0:
             raise ValueError("actual_usd and images must not be negative")
@@ -269,6 +271,13 @@ class SqlLedger(IdempotencyKeys, SqlReads):
                         reservation.request_id,
                     ),
                 )
+                if tokens:
+                    counts = [tokens.get(c) for c in TOKEN_COLUMNS]
+                    q(
+                        "UPDATE ledger_requests SET input_text_tokens = ?, input_image_tokens = ?,"
+                        " output_image_tokens = ?, output_text_tokens = ? WHERE request_id = ?",
+                        (*counts, reservation.request_id),
+                    )
 
         self._write(tx)
 

@@ -26,6 +26,8 @@ class Migration:
     statements: tuple[str, ...]
 
 
+TOKEN_COLUMNS = ("input_text_tokens", "input_image_tokens", "output_image_tokens", "output_text_tokens")
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "m001_initial",
@@ -113,7 +115,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX ledger_idempotency_expires ON ledger_idempotency (expires_us)",
         ),
     ),
+    # Token-priced routes (OpenAI GPT-image, Gemini): the provider's counts next to the dollars, so
+    # finance can re-price a month from the ledger alone. NULL = the provider reported none.
+    Migration(
+        "m003_token_counts",
+        tuple(f"ALTER TABLE ledger_requests ADD COLUMN {col} BIGINT" for col in TOKEN_COLUMNS),
+    ),
 )
+
 
 CREATE_MIGRATIONS_TABLE = (
     "CREATE TABLE IF NOT EXISTS ledger_migrations (name TEXT PRIMARY KEY, applied_us BIGINT NOT NULL)"

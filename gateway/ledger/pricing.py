@@ -36,6 +36,19 @@ def _size(route: Route, request: ImageRequest) -> tuple[int, int]:
     return request.width or d.width, request.height or d.height
 
 
+def _quality(route: Route, request: ImageRequest) -> str:
+    """The tier key: the request's ``quality`` as the card maps it (``extras.quality`` still counts)."""
+    from ..quality import pricing_quality
+
+    asked = request.quality
+    if asked is None and "quality" in request.extras:
+        asked = str(request.extras["quality"])
+        table = route.card.capabilities.qualities
+        if table is None or asked not in table:
+            return asked  # a provider word passed through extras, as before quality was a field
+    return pricing_quality(route.card, asked)
+
+
 def _by_time(route: Route, seconds: float) -> Decimal:
     p = route.card.pricing
     if p.unit == "second" and p.usd_per_second is not None:
@@ -52,11 +65,16 @@ def estimate_cost(route: Route, request: ImageRequest, expected_seconds: float |
     default; per-image routes multiply the tier price by the image count.
     """
     p = route.card.pricing
-    if p.unit == "image":
+    if p.unit == "token":
+        from .tokens import estimate_tokens_cost
+
+        usd = estimate_tokens_cost(route, request, *_size(route, request))
+    elif p.unit == "image":
         w, h = _size(route, request)
-        tier = image_tier(route, w, h, str(request.extras.get("quality", "standard")))
+        quality = _quality(route, request)
+        tier = image_tier(route, w, h, quality)
         if tier is None:
-            raise ValueError(f"{route.key}: no price tier covers {w}x{h}")
+            raise ValueError(f"{route.key}: no price tier covers {w}x{h} at quality {quality!r}")
         usd = tier.usd * request.n
     else:
         usd = _by_time(route, expected_seconds if expected_seconds is not None else p.expected_seconds)
@@ -66,9 +84,13 @@ def estimate_cost(route: Route, request: ImageRequest, expected_seconds: float |
 def actual_cost(route: Route, request: ImageRequest, usage: Usage) -> Decimal:
     """What the call cost, from the provider's own figures (images returned, predict time)."""
     p = route.card.pricing
-    if p.unit == "image":
+    if p.unit == "token":
+        from .tokens import actual_tokens_cost
+
+        usd = actual_tokens_cost(route, request, usage, *_size(route, request))
+    elif p.unit == "image":
         w, h = _size(route, request)
-        tier = image_tier(route, w, h, str(request.extras.get("quality", "standard")))
+        tier = image_tier(route, w, h, _quality(route, request))
         usd = (tier.usd if tier else Decimal(0)) * usage.images
     else:
         seconds = usage.predict_time_s if usage.predict_time_s is not None else usage.elapsed_s

@@ -378,8 +378,13 @@ class Ledger(abc.ABC):
         latency_s: float,
         now: dt.datetime,
         billed_seconds: float | None = None,
+        tokens: Mapping[str, int] | None = None,
     ) -> None:
-        """Replace the reservation with the actual spend (idempotent for the same amount)."""
+        """Replace the reservation with the actual spend (idempotent for the same amount).
+
+        ``tokens`` holds the provider's counts (``input_text_tokens``, ``input_image_tokens``,
+        ``output_image_tokens``, ``output_text_tokens``) for token-priced routes.
+        """
 
     @abc.abstractmethod
     def release(self, reservation: Reservation, *, reason: str, now: dt.datetime) -> None:

@@ -165,6 +165,10 @@ class VerifyReport:
         if c.ingredients:
             c2 += f", {len(c.ingredients)} ingredient manifest(s) kept"
         lines.append(c2 + (f" [{', '.join(c.failures)}]" if c.failures else ""))
+        for ing in c.ingredients:  # e.g. the provider's own manifest (OpenAI, Gemini, Nova Canvas)
+            who = ing.signer.get("common_name") or ing.signer.get("issuer") or "?"
+            gen = f", by {ing.claim_generator}" if ing.claim_generator else ""
+            lines.append(f"  c2pa ingredient: signer {who!r}{gen}, actions {', '.join(ing.actions) or '-'}")
         lines += [f"  - {r}" for r in self.reasons]
         return "\n".join(lines)
 
