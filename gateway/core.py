@@ -42,6 +42,7 @@ from .errors import (
 )
 from .ledger.pricing import actual_cost
 from .ledger.timebill import WorkHistory, expected_seconds, seconds_for, time_billed, work_units
+from .finetune.provenance import fine_tune_provenance
 from .outputs import OutputStep, Processed
 from .preflight import Missing, MissingExtra, extra_for, from_import_error, missing_for, needs_text
 from .preflight import reason as missing_reason
@@ -169,6 +170,11 @@ class _Core:
 
             provenance = Provenance(s.home, s.provenance)
         self.provenance = provenance
+        if catalog is None:  # registered adapters (signed LoRA files in home/adapters) become routes
+            from .finetune.registry import with_adapters
+            from .finetune.signing import trust_bundle
+
+            self.catalog = with_adapters(self.catalog, s.home, trust_bundle(provenance.keys))
         self.telemetry = telemetry or _default_telemetry(s)
         self.outputs = OutputStep(
             self.policy,
@@ -451,6 +457,7 @@ class _Core:
             model=route.model,
             seed=p.request.seed,
             prompt_sha256=hashlib.sha256(p.request.prompt.encode()).hexdigest(),
+            fine_tune=fine_tune_provenance(route, result.metadata),
         )
         try:
             processed = self.outputs.process(
@@ -501,6 +508,7 @@ class _Core:
             c2pa=[img.c2pa for img in images],
             attempts=[a.to_dict() for a in run.attempts],
             quarantined=len(processed.quarantined),
+            **_fine_tune_field(route, result.metadata),
         )
         return GenerationResult(
             request_id=p.request_id,
@@ -647,6 +655,11 @@ def _step(trace: Any, name: str) -> Any:
     from contextlib import nullcontext
 
     return nullcontext() if trace is None else trace.step(name)
+
+
+def _fine_tune_field(route: Route, metadata: Mapping[str, Any]) -> dict[str, Any]:
+    ft = fine_tune_provenance(route, metadata)
+    return {"fine_tune": dict(ft)} if ft else {}
 
 
 def _safe_message(exc: BaseException) -> str:

@@ -56,6 +56,9 @@ class ImageRequest(BaseModel):
     provider: str | None = Field(default=None, pattern=_NAME, description="Narrow routing to a backend.")
     model: str | None = Field(default=None, pattern=_NAME, description="Narrow routing to a model id.")
     extras: dict[str, Any] = Field(default_factory=dict, description="Provider-specific inputs.")
+    adapter: str | None = Field(
+        default=None, pattern=_NAME, description="A registered fine-tune (LoRA adapter) by name."
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -129,6 +132,8 @@ class RouteConstraints:
     exclude_legacy: bool = False
     exclude_end_of_life: bool = True
     max_cost_usd: Decimal | None = None
+    require_adapter: tuple[str, ...] | None = None  # globs over adapter names; None = no adapter needed
+    require_signed_adapters: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,6 +165,12 @@ class VerifyReport:
         if c.ingredients:
             c2 += f", {len(c.ingredients)} ingredient manifest(s) kept"
         lines.append(c2 + (f" [{', '.join(c.failures)}]" if c.failures else ""))
+        ft = c.active.fine_tune if c.active else None
+        if ft:
+            lines.append(
+                f"  fine-tune: base {ft.get('base_model')}, adapter {ft.get('adapter')} "
+                f"(sha256 {str(ft.get('adapter_sha256') or '-')[:16]}...), dataset digest {ft.get('dataset_digest')}"
+            )
         lines += [f"  - {r}" for r in self.reasons]
         return "\n".join(lines)
 
