@@ -15,7 +15,7 @@ from ..types import SCHEDULERS
 F = TypeVar("F", bound=Callable[..., Any])
 
 _REQUEST_KEYS = ("provider", "model", "n", "seed", "steps", "scheduler", "width", "height", "guidance_scale",
-                 "negative_prompt")  # fmt: skip
+                 "negative_prompt", "adapter")  # fmt: skip
 _CONTEXT_KEYS = ("team", "project", "use_case", "user")
 
 
@@ -32,6 +32,7 @@ def request_options(fn: F) -> F:
         click.option("--guidance-scale", "guidance_scale", type=float),
         click.option("--negative-prompt", "negative_prompt"),
         click.option("--width", type=int),
+        click.option("--adapter", help="A registered fine-tune (signed LoRA adapter) by name."),
         click.option("--height", type=int),
         click.option("--team"),
         click.option("--project"),
