@@ -43,8 +43,11 @@ def _stats(pngs: list[bytes]) -> dict[str, float]:
         a = np.asarray(Image.open(io.BytesIO(p)).convert("L").resize((16, 16), Image.Resampling.BOX)) / 255.0
         ink.append(float(a.mean()))
         area.append(float((a > 0.5).mean()))
-    return {"ink_mass": statistics.fmean(ink), "stroke_area": statistics.fmean(area),
-            "ink_sd": statistics.pstdev(ink)}  # fmt: skip
+    return {
+        "ink_mass": statistics.fmean(ink),
+        "stroke_area": statistics.fmean(area),
+        "ink_sd": statistics.pstdev(ink),
+    }
 
 
 def _dataset_stats(strength: float, gain: float, n: int) -> dict[str, dict[str, float]]:
@@ -88,8 +91,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
-        ds = write_bold_digits(Path(tmp) / "bold", per_class=args.per_class, strength=args.strength,
-                               gain=args.gain)  # fmt: skip
+        ds = write_bold_digits(
+            Path(tmp) / "bold", per_class=args.per_class, strength=args.strength, gain=args.gain
+        )
         t0 = time.perf_counter()
         res = train_lora(
             ds,
@@ -121,31 +125,44 @@ def main() -> None:
         result: dict[str, Any] = {
             "config": vars(args),
             "dataset": {"images": 10 * args.per_class, "digest": res.dataset_digest, **data},
-            "train": {"seconds": round(train_s, 1), "steps": res.steps, "final_loss": round(res.final_loss, 5),
-                      "adapter_bytes": res.adapter_path.stat().st_size if res.adapter_path.exists() else None},
-            "outputs": {"per_digit": args.per_digit, "base": base, "adapter": adapted,
-                        "generate_seconds": {k: round(v, 2) for k, v in gen_s.items()}},
+            "train": {
+                "seconds": round(train_s, 1),
+                "steps": res.steps,
+                "final_loss": round(res.final_loss, 5),
+                "adapter_bytes": res.adapter_path.stat().st_size if res.adapter_path.exists() else None,
+            },
+            "outputs": {
+                "per_digit": args.per_digit,
+                "base": base,
+                "adapter": adapted,
+                "generate_seconds": {k: round(v, 2) for k, v in gen_s.items()},
+            },
             "ink_mass_shift_pct": 100 * (adapted["ink_mass"] / base["ink_mass"] - 1),
             "stroke_area_shift_pct": 100 * (adapted["stroke_area"] / base["stroke_area"] - 1),
             "style_shift_toward_bold": (adapted["ink_mass"] - base["ink_mass"]) / span if span else None,
-            "class_consistency": {"base": class_consistency(out["base"], targets),
-                                  "adapter": class_consistency(out["adapter"], targets)},
+            "class_consistency": {
+                "base": class_consistency(out["base"], targets),
+                "adapter": class_consistency(out["adapter"], targets),
+            },
             "c2pa_fine_tune": ft,
-            "c2pa_names_adapter_and_digest": bool(ft and ft.get("adapter") == "brand-bold"
-                                                  and ft.get("dataset_digest") == res.dataset_digest),
+            "c2pa_names_adapter_and_digest": bool(
+                ft and ft.get("adapter") == "brand-bold" and ft.get("dataset_digest") == res.dataset_digest
+            ),
             "machine": machine(),
             "load_average": os.getloadavg(),
             "versions": versions("diffusion-gateway", "torch", "diffusers", "peft"),
-        }  # fmt: skip
+        }
     cc = result["class_consistency"]
     result["done"] = bool(
         result["ink_mass_shift_pct"] > 0 and result["stroke_area_shift_pct"] > 0 and cc["adapter"] >= 0.9
     )
     print(
         f"train {result['train']['seconds']}s ({res.steps} steps, {10 * args.per_class} images); "
-        f"ink mass {base['ink_mass']:.3f} -> {adapted['ink_mass']:.3f} ({result['ink_mass_shift_pct']:+.1f}%), "
+        f"ink mass {base['ink_mass']:.3f} -> {adapted['ink_mass']:.3f} "
+        f"({result['ink_mass_shift_pct']:+.1f}%), "
         f"stroke area {base['stroke_area']:.3f} -> {adapted['stroke_area']:.3f} "
-        f"({result['stroke_area_shift_pct']:+.1f}%), style shift {result['style_shift_toward_bold']:.2f} of the "
+        f"({result['stroke_area_shift_pct']:+.1f}%), "
+        f"style shift {result['style_shift_toward_bold']:.2f} of the "
         f"way to the bold set; class consistency base {cc['base']:.2f}, adapter {cc['adapter']:.2f}; "
         f"C2PA names adapter+digest: {result['c2pa_names_adapter_and_digest']}; done: {result['done']}"
     )

@@ -43,6 +43,7 @@ from .errors import (
 from .ledger.pricing import actual_cost
 from .ledger.timebill import WorkHistory, expected_seconds, seconds_for, time_billed, work_units
 from .finetune.provenance import fine_tune_provenance
+from .ledger.pricing import actual_cost
 from .outputs import OutputStep, Processed
 from .preflight import Missing, MissingExtra, extra_for, from_import_error, missing_for, needs_text
 from .preflight import reason as missing_reason

@@ -42,14 +42,27 @@ def tiny_sd_pipeline(out: Path) -> Path:
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4,
-    )  # fmt: skip
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8), norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=64,
-    )  # fmt: skip
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 8),
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        sample_size=64,
+    )
     tok_dir = out / "_tok"
     tok_dir.mkdir(parents=True, exist_ok=True)
     chars = _byte_chars()
@@ -59,13 +72,28 @@ def tiny_sd_pipeline(out: Path) -> Path:
     (tok_dir / "vocab.json").write_text(json.dumps(vocab))
     (tok_dir / "merges.txt").write_text("#version: 0.2\n")
     tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=16)
-    te = CLIPTextModel(CLIPTextConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2,
-                                      num_hidden_layers=1, vocab_size=len(vocab), max_position_embeddings=16,
-                                      bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"]))  # fmt: skip
+    te = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            num_hidden_layers=1,
+            vocab_size=len(vocab),
+            max_position_embeddings=16,
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=vocab["<|endoftext|>"],
+        )
+    )
     pipe = StableDiffusionPipeline(
-        unet=unet, vae=vae, text_encoder=te, tokenizer=tokenizer, scheduler=DDIMScheduler(steps_offset=1, clip_sample=False),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )  # fmt: skip
+        unet=unet,
+        vae=vae,
+        text_encoder=te,
+        tokenizer=tokenizer,
+        scheduler=DDIMScheduler(steps_offset=1, clip_sample=False),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(out / "pipe")
     return out / "pipe"
 

@@ -37,8 +37,14 @@ TINY = Path(__file__).resolve().parent.parent / "gateway" / "models" / "tiny_dig
 
 def _train(home: Path, ds: Path, name: str = "brand-bold", **cfg: Any) -> TrainResult:
     conf = {"steps": 3, "batch": 8, "checkpoint_every": 2, **cfg}
-    return train_lora(ds, TrainConfig(name=name, **conf), home=home, policy=PolicySet.default(),
-                      keys=KeyStore(home, ProvenanceSettings()), progress=False)  # fmt: skip
+    return train_lora(
+        ds,
+        TrainConfig(name=name, **conf),
+        home=home,
+        policy=PolicySet.default(),
+        keys=KeyStore(home, ProvenanceSettings()),
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +74,9 @@ def _gw(home: Path, **extra: Any) -> Gateway:
 # ------------------------------------------------------------------------------------ training
 
 
-def test_training_writes_a_signed_adapter_with_provenance_header(trained: tuple[Path, TrainResult, Path]) -> None:
+def test_training_writes_a_signed_adapter_with_provenance_header(
+    trained: tuple[Path, TrainResult, Path],
+) -> None:
     home, res, ds = trained
     assert res.adapter_path == _adapter(home) and res.steps == 3 and res.final_loss > 0
     assert res.dataset_digest == build_manifest(ds).digest
@@ -79,14 +87,26 @@ def test_training_writes_a_signed_adapter_with_provenance_header(trained: tuple[
 
     cfg = LoraConfig(**json.loads(meta["lora_adapter_metadata"]))
     assert cfg.r == 8
-    for key in ("gateway.base_model_sha256", "gateway.dataset.digest", "gateway.licence_summary",
-                "gateway.dataset.owner", "gateway.training_config", "gateway.code_version",
-                "gateway.signature", "gateway.signer_cert", "gateway.tensor_sha256", "modelspec.license"):  # fmt: skip
+    for key in (
+        "gateway.base_model_sha256",
+        "gateway.dataset.digest",
+        "gateway.licence_summary",
+        "gateway.dataset.owner",
+        "gateway.training_config",
+        "gateway.code_version",
+        "gateway.signature",
+        "gateway.signer_cert",
+        "gateway.tensor_sha256",
+        "modelspec.license",
+    ):
         assert meta[key], key
     assert json.loads(meta["gateway.licence_summary"]) == {"CC-BY-4.0": 20}
     assert json.loads(meta["gateway.training_config"])["steps"] == 3
-    v = verify_bytes(res.adapter_path.read_bytes(), trust_bundle(KeyStore(home, ProvenanceSettings())),
-                     base_model_sha256=model_digest(TINY))  # fmt: skip
+    v = verify_bytes(
+        res.adapter_path.read_bytes(),
+        trust_bundle(KeyStore(home, ProvenanceSettings())),
+        base_model_sha256=model_digest(TINY),
+    )
     assert v.file_sha256 == res.adapter_sha256
 
 
@@ -103,8 +123,12 @@ def test_seeded_and_resumable_from_the_last_checkpoint(
 
     _, first, ds = trained
     again = _train(tmp_path / "a", ds)
-    assert all(torch.equal(a, b) for a, b in zip(_tensors(first.adapter_path).values(),
-                                                 _tensors(again.adapter_path).values(), strict=True))  # fmt: skip
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            _tensors(first.adapter_path).values(), _tensors(again.adapter_path).values(), strict=True
+        )
+    )
     calls = {"n": 0}
     original = train_mod.Progress.update
 
@@ -121,8 +145,12 @@ def test_seeded_and_resumable_from_the_last_checkpoint(
     monkeypatch.setattr(train_mod.Progress, "update", original)
     resumed = _train(tmp_path / "b", ds)
     assert resumed.resumed_from == 2
-    assert all(torch.equal(a, b) for a, b in zip(_tensors(first.adapter_path).values(),
-                                                 _tensors(resumed.adapter_path).values(), strict=True))  # fmt: skip
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            _tensors(first.adapter_path).values(), _tensors(resumed.adapter_path).values(), strict=True
+        )
+    )
     assert not (tmp_path / "b" / "adapters" / ".work" / "brand-bold" / "checkpoint.pt").exists()
 
 
@@ -206,7 +234,10 @@ def test_base_model_mismatch_is_refused(home: Path, tmp_path: Path) -> None:
     assert model_digest(variant) != model_digest(TINY)
     unet = UNet2DModel.from_pretrained(variant / "unet", local_files_only=True, low_cpu_mem_usage=False)
     before = {k: v.clone() for k, v in unet.state_dict().items()}
-    opts = {"adapter": str(_adapter(home)), "adapter_trust_pem": trust_bundle(KeyStore(home, ProvenanceSettings()))}
+    opts = {
+        "adapter": str(_adapter(home)),
+        "adapter_trust_pem": trust_bundle(KeyStore(home, ProvenanceSettings())),
+    }
     with pytest.raises(AdapterRejected, match="base model"):
         apply_to_unet(unet, variant, opts)
     after = unet.state_dict()
@@ -284,35 +315,58 @@ def test_remote_fine_tune_card_is_routed_and_named(tmp_path: Path) -> None:
     card = {
         "provider": "replicate",
         "name": "Replicate fine-tunes",
-        "models": [{
-            "id": "acme/brand-flux:5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa",
-            "name": "Acme brand FLUX LoRA (trained version)",
-            "regions": ["us"],
-            "licence": {"name": "FLUX.1 schnell Apache-2.0 + proprietary data", "commercial_use": True,
-                        "source": "contract", "as_of": "2026-12-01"},
-            "indemnity": {"level": "none", "source": "replicate terms", "as_of": "2026-12-01"},
-            "training_data": {"disclosed": True, "summary": "Acme logos", "source": "manifest", "as_of": "2026-12-01"},
-            "provenance": {"source": "x", "as_of": "2026-12-01"},
-            "moderation": {"provider_side": False, "source": "x", "as_of": "2026-12-01"},
-            "pricing": {"unit": "second", "usd_per_second": "0.001", "hardware": "H100", "source": "x",
-                        "as_of": "2026-12-01"},
-            "fine_tune": {"name": "brand-flux", "base_model": "black-forest-labs/flux-schnell",
-                          "dataset_digest": "ab" * 32, "dataset_manifest": "s3://acme/brand/dataset.manifest.json",
-                          "source": "replicate training 123", "as_of": "2026-12-01"},
-        }],
-    }  # fmt: skip
+        "models": [
+            {
+                "id": "acme/brand-flux:5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa",
+                "name": "Acme brand FLUX LoRA (trained version)",
+                "regions": ["us"],
+                "licence": {
+                    "name": "FLUX.1 schnell Apache-2.0 + proprietary data",
+                    "commercial_use": True,
+                    "source": "contract",
+                    "as_of": "2026-12-01",
+                },
+                "indemnity": {"level": "none", "source": "replicate terms", "as_of": "2026-12-01"},
+                "training_data": {
+                    "disclosed": True,
+                    "summary": "Acme logos",
+                    "source": "manifest",
+                    "as_of": "2026-12-01",
+                },
+                "provenance": {"source": "x", "as_of": "2026-12-01"},
+                "moderation": {"provider_side": False, "source": "x", "as_of": "2026-12-01"},
+                "pricing": {
+                    "unit": "second",
+                    "usd_per_second": "0.001",
+                    "hardware": "H100",
+                    "source": "x",
+                    "as_of": "2026-12-01",
+                },
+                "fine_tune": {
+                    "name": "brand-flux",
+                    "base_model": "black-forest-labs/flux-schnell",
+                    "dataset_digest": "ab" * 32,
+                    "dataset_manifest": "s3://acme/brand/dataset.manifest.json",
+                    "source": "replicate training 123",
+                    "as_of": "2026-12-01",
+                },
+            }
+        ],
+    }
     cat = Catalog([ProviderCard.model_validate(card)])
     route = cat.routes[0]
     assert route.card.fine_tune is not None and route.card.fine_tune.kind == "remote"
     ft = fine_tune_provenance(route, {})
     assert ft is not None and ft["dataset_digest"] == "ab" * 32 and ft["adapter"] == "brand-flux"
+    import datetime as dt
+
     from gateway.routing import plan_routes
     from gateway.types import Decision, ImageRequest
 
-    import datetime as dt
-
     d = PolicySet.default().evaluate(ImageRequest(prompt="a logo"), __import__("gateway").Context())
-    plan = plan_routes(cat, ImageRequest(prompt="a logo", adapter="brand-flux"), d, today=dt.date(2026, 12, 1), now=0)
+    plan = plan_routes(
+        cat, ImageRequest(prompt="a logo", adapter="brand-flux"), d, today=dt.date(2026, 12, 1), now=0
+    )
     assert [c.route.key for c in plan.ranked] == [route.key]  # remote: no local signature needed
     plain = plan_routes(cat, ImageRequest(prompt="a logo"), d, today=dt.date(2026, 12, 1), now=0)
     assert not plain.ranked and isinstance(d, Decision)
@@ -325,8 +379,9 @@ def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     import os
 
     env = {**os.environ, "GATEWAY_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, env=env,
-                          check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, env=env, check=False
+    )
 
 
 def test_cli_adapters_and_generate_with_adapter(home: Path, tmp_path: Path) -> None:
@@ -338,7 +393,9 @@ def test_cli_adapters_and_generate_with_adapter(home: Path, tmp_path: Path) -> N
     assert json.loads(r.stdout)["dataset_digest"] == entry["dataset_digest"]
     r = _cli(home, "adapters", "verify", "brand-bold", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["ok"]
-    r = _cli(home, "generate", "a handwritten 4", "--adapter", "brand-bold", "--json", "--out", str(tmp_path / "o"))
+    r = _cli(
+        home, "generate", "a handwritten 4", "--adapter", "brand-bold", "--json", "--out", str(tmp_path / "o")
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["model"] == "tiny-digits+brand-bold" and out["metadata"]["adapter"]["name"] == "brand-bold"

@@ -68,7 +68,9 @@ def test_any_change_changes_the_digest_and_is_detected(dataset: Path, edit: str)
     elif edit == "move_label":
         f.rename(dataset / "8" / f.name)
     else:
-        (dataset / "dataset.yaml").write_text((dataset / "dataset.yaml").read_text().replace("Example", "Other"))
+        (dataset / "dataset.yaml").write_text(
+            (dataset / "dataset.yaml").read_text().replace("Example", "Other")
+        )
     assert build_manifest(dataset).digest != m.digest
     check = check_manifest(dataset)
     assert not check.ok
@@ -93,10 +95,10 @@ def test_undecodable_and_unknown_files_are_listed(dataset: Path) -> None:
 
 def test_missing_yaml_and_bad_yaml_are_usage_errors(tmp_path: Path, dataset: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetError, match="dataset.yaml"):
+    with pytest.raises(DatasetError, match=r"dataset\.yaml"):
         build_manifest(tmp_path / "empty")
     (dataset / "dataset.yaml").write_text("name: x\nlicence: MIT\nowner: a\nsurprise: 1\n")
-    with pytest.raises(Exception, match=r"dataset.yaml:4"):
+    with pytest.raises(Exception, match=r"dataset\.yaml:4"):
         build_manifest(dataset)
 
 
@@ -170,7 +172,9 @@ def test_cli_dataset_inspect_json_and_check(dataset: Path, tmp_path: Path) -> No
 def test_cli_train_refuses_unknown_licence_with_exit_3(dataset: Path, tmp_path: Path) -> None:
     text = (dataset / "dataset.yaml").read_text().replace("licence: CC-BY-4.0", "licence: unknown")
     (dataset / "dataset.yaml").write_text(text)
-    r = _gateway("train", "lora", str(dataset), "--name", "x", "--steps", "1", "--json", env_home=tmp_path / "h")
+    r = _gateway(
+        "train", "lora", str(dataset), "--name", "x", "--steps", "1", "--json", env_home=tmp_path / "h"
+    )
     assert r.returncode == 3, r.stderr
     assert r.stdout == ""
     assert "training-data-licences" in r.stderr and "0/" in r.stderr

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..errors import BackendError, InvalidBackendRequest, ReservationExhausted, UsageError
 from .base import Backend, BackendCall, BackendResult, Usage
@@ -194,7 +194,9 @@ class LocalBackend(Backend):
     # ------------------------------------------------------------------ loading
 
     def _load(self, path: Path, adapter: dict[str, Any] | None = None) -> _Loaded:
-        key: Any = path if adapter is None else (path, adapter["adapter"], adapter.get("adapter_tensor_sha256"))
+        key: Any = (
+            path if adapter is None else (path, adapter["adapter"], adapter.get("adapter_tensor_sha256"))
+        )
         with self._load_lock:
             got = self._loaded.get(key)
             if got is None:
@@ -203,7 +205,7 @@ class LocalBackend(Backend):
                 if adapter is None:
                     runner = make(path, self.device, self.dtype)
                 else:  # a signed LoRA: verified and applied by gateway/backends/lora.py
-                    runner = make(path, self.device, self.dtype, adapter=adapter)
+                    runner = cast(Any, make)(path, self.device, self.dtype, adapter=adapter)
                 got = _Loaded(runner=runner, lock=threading.Lock())
                 self._loaded[key] = got
             return got

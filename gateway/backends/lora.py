@@ -23,7 +23,9 @@ from typing import Any
 from ..errors import InvalidBackendRequest
 
 
-def _verified(options: Mapping[str, Any], base_dir: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+def _verified(
+    options: Mapping[str, Any], base_dir: Path
+) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
     """(state dict, header metadata, provenance info) of the adapter named in ``options``."""
     from safetensors.torch import load
 
@@ -34,14 +36,20 @@ def _verified(options: Mapping[str, Any], base_dir: Path) -> tuple[dict[str, Any
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise AdapterRejected(f"adapter file {path} cannot be read ({type(exc).__name__})", provider="local") from None
+        raise AdapterRejected(
+            f"adapter file {path} cannot be read ({type(exc).__name__})", provider="local"
+        ) from None
     try:
-        v = verify_bytes(data, str(options.get("adapter_trust_pem", "")), base_model_sha256=model_digest(base_dir))
+        v = verify_bytes(
+            data, str(options.get("adapter_trust_pem", "")), base_model_sha256=model_digest(base_dir)
+        )
     except AdapterRejected as exc:
         raise AdapterRejected(str(exc), provider="local") from None
     want = options.get("adapter_name")
     if want is not None and v.name != want:
-        raise AdapterRejected(f"adapter file {path} is {v.name!r}, not the registered {want!r}", provider="local")
+        raise AdapterRejected(
+            f"adapter file {path} is {v.name!r}, not the registered {want!r}", provider="local"
+        )
     m = v.metadata
     info = {
         "name": v.name,

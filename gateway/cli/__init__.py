@@ -40,7 +40,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Build synthetic datasets from a spec (resumable, budgeted), schema, evaluate.",
     ),
     "archive": ("gateway.cli.archive_cmd", "archive", "Get archived outputs by sha256; apply retention."),
-    "dataset": ("gateway.cli.dataset_cmd", "dataset", "Inspect training datasets (hashes, licences, digest)."),
+    "dataset": (
+        "gateway.cli.dataset_cmd",
+        "dataset",
+        "Inspect training datasets (hashes, licences, digest).",
+    ),
     "train": ("gateway.cli.train_cmd", "train", "Train a LoRA adapter from a dataset manifest (signed)."),
     "adapters": ("gateway.cli.adapters_cmd", "adapters", "List, show and verify signed LoRA adapters."),
 }

@@ -91,9 +91,18 @@ def verify_cmd(name: str, config: str | None, as_json: bool) -> None:
         if as_json:
             _emit({"name": name, "ok": False, "error": str(exc)})
         raise
-    out = {"name": name, "ok": True, "sha256": v.file_sha256, "tensor_sha256": v.tensor_sha256,
-           "signer": v.signer, "base_model": entry.base_model, "base_dir": str(base_dir)}  # fmt: skip
+    out = {
+        "name": name,
+        "ok": True,
+        "sha256": v.file_sha256,
+        "tensor_sha256": v.tensor_sha256,
+        "signer": v.signer,
+        "base_model": entry.base_model,
+        "base_dir": str(base_dir),
+    }
     if as_json:
         _emit(out)
         return
-    click.echo(f"{name}: OK (signature, signer, tensor hash {v.tensor_sha256[:16]}..., base {entry.base_model})")
+    click.echo(
+        f"{name}: OK (signature, signer, tensor hash {v.tensor_sha256[:16]}..., base {entry.base_model})"
+    )

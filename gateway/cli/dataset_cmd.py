@@ -26,7 +26,9 @@ def dataset() -> None:
 
 @dataset.command("inspect")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
-@click.option("--check", is_flag=True, help="Compare with the stored dataset.manifest.json (exit 6 if changed).")
+@click.option(
+    "--check", is_flag=True, help="Compare with the stored dataset.manifest.json (exit 6 if changed)."
+)
 @click.option("--no-write", is_flag=True, help="Do not write dataset.manifest.json.")
 @click.option("--files", "show_files", is_flag=True, help="List every file (with --json: always listed).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")

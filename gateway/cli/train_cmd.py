@@ -50,10 +50,20 @@ def lora(dataset: str, **p: Any) -> None:
         overrides["policies"] = tuple(Path(x).resolve() for x in p["policies"])
     settings = Settings.load(p["config"], **overrides)
     cfg = TrainConfig(
-        name=p["name"], base=p["base"], steps=p["steps"], rank=p["rank"], alpha=p["alpha"], lr=p["lr"],
-        batch=p["batch"], seed=p["seed"], checkpoint_every=p["checkpoint_every"], threads=p["threads"],
-    )  # fmt: skip
-    context = Context.build(None, team=p["team"], project=p["project"], use_case=p["use_case"], user=p["user"])
+        name=p["name"],
+        base=p["base"],
+        steps=p["steps"],
+        rank=p["rank"],
+        alpha=p["alpha"],
+        lr=p["lr"],
+        batch=p["batch"],
+        seed=p["seed"],
+        checkpoint_every=p["checkpoint_every"],
+        threads=p["threads"],
+    )
+    context = Context.build(
+        None, team=p["team"], project=p["project"], use_case=p["use_case"], user=p["user"]
+    )
     keys = KeyStore(settings.home, ProvenanceSettings.parse(settings.provenance))
     result = train_lora(
         dataset,

@@ -47,7 +47,9 @@ def _digest(path: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
 def model_digest(path: str | Path) -> str:
     """Digest of the pipeline folder at ``path`` (cached while no file's size or mtime changes)."""
     root = Path(path).resolve()
-    stamp = tuple((p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in _files(root))
+    stamp = tuple(
+        (p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in _files(root)
+    )
     if not stamp:
         raise FileNotFoundError(f"{root}: no model files")
     return _digest(str(root), stamp)

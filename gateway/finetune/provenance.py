@@ -39,17 +39,17 @@ def fine_tune_provenance(route: Route, metadata: Mapping[str, Any]) -> dict[str,
         return None
     else:
         out = {
-        "version": ASSERTION_VERSION,
-        "kind": ft.kind,
-        "base_model": ft.base_model,
-        "base_model_sha256": ft.base_model_sha256,
-        "adapter": ft.name,
-        "adapter_sha256": ft.adapter_sha256,
-        "dataset_digest": ft.dataset_digest,
-        "dataset_name": ft.dataset_name,
-        "dataset_manifest": ft.dataset_manifest,
-        "dataset_owner": ft.owner,
-        "licence": route.card.licence.name,
+            "version": ASSERTION_VERSION,
+            "kind": ft.kind,
+            "base_model": ft.base_model,
+            "base_model_sha256": ft.base_model_sha256,
+            "adapter": ft.name,
+            "adapter_sha256": ft.adapter_sha256,
+            "dataset_digest": ft.dataset_digest,
+            "dataset_name": ft.dataset_name,
+            "dataset_manifest": ft.dataset_manifest,
+            "dataset_owner": ft.owner,
+            "licence": route.card.licence.name,
         }
     return {k: v for k, v in out.items() if v is not None}
 

@@ -173,9 +173,11 @@ def card_for(entry: AdapterEntry, base: Route, bundle_pem: str) -> ModelCard:
                 as_of=as_of,
             ),
             "indemnity": IndemnityTerms(
-                level="none", scope="Self-hosted fine-tune; no third party stands behind the output.",
-                source=src, as_of=as_of,
-            ),  # fmt: skip
+                level="none",
+                scope="Self-hosted fine-tune; no third party stands behind the output.",
+                source=src,
+                as_of=as_of,
+            ),
             "training_data": TrainingData(disclosed=True, summary=summary, source=src, as_of=as_of),
             "options": options,
             "fine_tune": FineTune(
@@ -209,8 +211,19 @@ def with_adapters(catalog: Catalog, home: Path, bundle_pem: str) -> Catalog:
         cards.append(card_for(e, base, bundle_pem))
     if not cards:
         return catalog
-    extra = ProviderCard(provider="local", name="Local fine-tunes (signed LoRA adapters)", models=tuple(cards))
+    extra = ProviderCard(
+        provider="local", name="Local fine-tunes (signed LoRA adapters)", models=tuple(cards)
+    )
     return Catalog([*catalog.cards, extra])
 
 
-__all__ = ["AdapterEntry", "adapters_dir", "card_for", "entry_for", "find", "read_metadata", "scan", "with_adapters"]
+__all__ = [
+    "AdapterEntry",
+    "adapters_dir",
+    "card_for",
+    "entry_for",
+    "find",
+    "read_metadata",
+    "scan",
+    "with_adapters",
+]

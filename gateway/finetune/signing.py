@@ -49,8 +49,14 @@ SIGNER_CERT = "gateway.signer_cert"
 SIGNATURE_ALG = "gateway.signature_alg"
 TENSOR_SHA256 = "gateway.tensor_sha256"
 MAX_HEADER = 100 * 1024 * 1024
-_HASHES = {"es256": "SHA256", "es384": "SHA384", "es512": "SHA512", "ps256": "SHA256", "ps384": "SHA384",
-           "ps512": "SHA512"}  # fmt: skip
+_HASHES = {
+    "es256": "SHA256",
+    "es384": "SHA384",
+    "es512": "SHA512",
+    "ps256": "SHA256",
+    "ps384": "SHA384",
+    "ps512": "SHA512",
+}
 
 
 class AdapterRejected(VerificationFailed, InvalidBackendRequest):
@@ -101,7 +107,9 @@ def _canonical(obj: Any) -> bytes:
 
 def signed_payload(metadata: Mapping[str, str]) -> bytes:
     """What the signature covers: every header key except the signature itself."""
-    return b"diffusion-gateway adapter v1\n" + _canonical({k: v for k, v in metadata.items() if k != SIGNATURE})
+    return b"diffusion-gateway adapter v1\n" + _canonical(
+        {k: v for k, v in metadata.items() if k != SIGNATURE}
+    )
 
 
 def _sign(payload: bytes, material: SigningMaterial) -> bytes:

@@ -126,8 +126,15 @@ class Progress:
 
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, disable=not enabled,
-                        unit="step", dynamic_ncols=True)  # fmt: skip
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            desc=desc,
+            file=sys.stderr,
+            disable=not enabled,
+            unit="step",
+            dynamic_ncols=True,
+        )
 
     def update(self, loss: float) -> None:
         self.bar.update(1)
@@ -183,7 +190,9 @@ def _digit_tensors(manifest: Manifest, data: Mapping[str, bytes], size: int) -> 
             label = int(f.label)
         else:
             raise UsageError(f"{f.path}: tiny-digits label folders must be a digit 0-9 (or no folder)")
-        img = Image.open(io.BytesIO(data[f.path])).convert("L").resize((size, size), Image.Resampling.BILINEAR)
+        img = (
+            Image.open(io.BytesIO(data[f.path])).convert("L").resize((size, size), Image.Resampling.BILINEAR)
+        )
         xs.append(np.asarray(img, dtype=np.float32) / 127.5 - 1.0)
         ys.append(label)
     return torch.tensor(np.stack(xs)).unsqueeze(1), torch.tensor(ys, dtype=torch.long)
@@ -207,8 +216,12 @@ def train_unet_peft(
     torch.manual_seed(cfg.seed)
     unet = UNet2DModel.from_pretrained(base_dir / "unet", local_files_only=True, low_cpu_mem_usage=False)
     sched = DDPMScheduler.from_pretrained(base_dir / "scheduler", local_files_only=True)
-    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.targets or TINY_TARGETS),
-                      init_lora_weights=True)  # fmt: skip
+    lora = LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.lora_alpha,
+        target_modules=list(cfg.targets or TINY_TARGETS),
+        init_lora_weights=True,
+    )
     unet = inject_adapter_in_model(lora, unet)
     unet.train()
     for n, p in unet.named_parameters():
@@ -229,8 +242,15 @@ def train_unet_peft(
     bar = Progress(cfg.steps, start, f"lora {cfg.name}", progress)
 
     def snapshot(step: int) -> None:
-        checkpoints.save({"step": step, "loss": loss_val, "opt": opt.state_dict(), "gen": gen.get_state(),
-                          "lora": get_peft_model_state_dict(unet)})  # fmt: skip
+        checkpoints.save(
+            {
+                "step": step,
+                "loss": loss_val,
+                "opt": opt.state_dict(),
+                "gen": gen.get_state(),
+                "lora": get_peft_model_state_dict(unet),
+            }
+        )
 
     step = start
     try:
@@ -260,12 +280,20 @@ def train_unet_peft(
     finally:
         bar.close()
     tensors = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
-    lora_meta = {"r": cfg.rank, "lora_alpha": cfg.lora_alpha, "target_modules": sorted(lora.target_modules or []),
-                 "init_lora_weights": True, "use_dora": False}  # fmt: skip
+    lora_meta = {
+        "r": cfg.rank,
+        "lora_alpha": cfg.lora_alpha,
+        "target_modules": sorted(lora.target_modules or []),
+        "init_lora_weights": True,
+        "use_dora": False,
+    }
     return Trained(
         tensors,
-        {"format": "pt", "lora_adapter_metadata": json.dumps(lora_meta, sort_keys=True),
-         "gateway.adapter.kind": "unet-peft"},  # fmt: skip
+        {
+            "format": "pt",
+            "lora_adapter_metadata": json.dumps(lora_meta, sort_keys=True),
+            "gateway.adapter.kind": "unet-peft",
+        },
         loss_val,
         start,
     )
@@ -338,9 +366,13 @@ def train_lora(
 
         trained = train_pipeline_lora(base_dir, manifest, data, cfg, ckpt, progress)
     seconds = time.perf_counter() - t0
-    training_config = {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("name", "threads")},
-                       "lora_alpha": cfg.lora_alpha, "final_loss": round(trained.final_loss, 6),
-                       "seconds": round(seconds, 2), "resumed_from": trained.resumed_from}  # fmt: skip
+    training_config = {
+        **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("name", "threads")},
+        "lora_alpha": cfg.lora_alpha,
+        "final_loss": round(trained.final_loss, 6),
+        "seconds": round(seconds, 2),
+        "resumed_from": trained.resumed_from,
+    }
     meta = {
         **trained.metadata,
         "modelspec.sai_model_spec": "1.0.0",

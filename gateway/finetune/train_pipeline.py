@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 
@@ -33,7 +33,11 @@ def _captions(manifest: Manifest) -> list[str]:
     out = []
     for f in manifest.files:
         over = spec.files.get(f.path)
-        text = over.caption if over is not None and over.caption else spec.caption.replace("{label}", f.label or "")
+        text = (
+            over.caption
+            if over is not None and over.caption
+            else spec.caption.replace("{label}", f.label or "")
+        )
         out.append(text.strip() or spec.name)
     return out
 
@@ -66,8 +70,12 @@ def train_pipeline_lora(
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
     for m in (unet, vae, te):
         m.requires_grad_(False)
-    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.rank, init_lora_weights="gaussian",
-                      target_modules=list(cfg.targets or PIPELINE_TARGETS))  # fmt: skip
+    lora = LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.rank,
+        init_lora_weights="gaussian",
+        target_modules=list(cfg.targets or PIPELINE_TARGETS),
+    )
     unet.add_adapter(lora)
     params = [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -75,12 +83,21 @@ def train_pipeline_lora(
     with torch.no_grad():
         pix = []
         for f in manifest.files:
-            img = Image.open(io.BytesIO(data[f.path])).convert("RGB").resize((side, side), Image.Resampling.BICUBIC)
+            img = (
+                Image.open(io.BytesIO(data[f.path]))
+                .convert("RGB")
+                .resize((side, side), Image.Resampling.BICUBIC)
+            )
             pix.append(np.asarray(img, dtype=np.float32) / 127.5 - 1.0)
         x = torch.tensor(np.stack(pix)).permute(0, 3, 1, 2)
         latents = vae.encode(x).latent_dist.mode() * float(vae.config.scaling_factor)
-        ids = tok(_captions(manifest), padding="max_length", max_length=tok.model_max_length,
-                  truncation=True, return_tensors="pt").input_ids  # fmt: skip
+        ids = tok(
+            _captions(manifest),
+            padding="max_length",
+            max_length=tok.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
         text = te(ids)[0]
     gen = torch.Generator().manual_seed(cfg.seed)
     start, loss_val = 0, float("nan")
@@ -97,8 +114,15 @@ def train_pipeline_lora(
     step = start
 
     def snapshot() -> None:
-        checkpoints.save({"step": step, "loss": loss_val, "opt": opt.state_dict(), "gen": gen.get_state(),
-                          "lora": get_peft_model_state_dict(unet)})  # fmt: skip
+        checkpoints.save(
+            {
+                "step": step,
+                "loss": loss_val,
+                "opt": opt.state_dict(),
+                "gen": gen.get_state(),
+                "lora": get_peft_model_state_dict(unet),
+            }
+        )
 
     try:
         while step < cfg.steps:
@@ -127,8 +151,11 @@ def train_pipeline_lora(
     lora_meta = {"r": cfg.rank, "lora_alpha": cfg.rank, "target_modules": sorted(lora.target_modules or [])}
     return Trained(
         tensors,
-        {"format": "pt", "lora_adapter_metadata": json.dumps(lora_meta, sort_keys=True),
-         "gateway.adapter.kind": "diffusers-lora"},  # fmt: skip
+        {
+            "format": "pt",
+            "lora_adapter_metadata": json.dumps(lora_meta, sort_keys=True),
+            "gateway.adapter.kind": "diffusers-lora",
+        },
         loss_val,
         start,
     )

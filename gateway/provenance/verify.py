@@ -169,7 +169,8 @@ class VerifyReport:
         if ft:
             lines.append(
                 f"  fine-tune: base {ft.get('base_model')}, adapter {ft.get('adapter')} "
-                f"(sha256 {str(ft.get('adapter_sha256') or '-')[:16]}...), dataset digest {ft.get('dataset_digest')}"
+                f"(sha256 {str(ft.get('adapter_sha256') or '-')[:16]}...), "
+                f"dataset digest {ft.get('dataset_digest')}"
             )
         lines += [f"  - {r}" for r in self.reasons]
         return "\n".join(lines)
