@@ -74,7 +74,7 @@ def lora(dataset: str, **p: Any) -> None:
         context=context,
         catalog=Catalog.load(settings.provider_paths),
         out=Path(p["out"]) if p["out"] else None,
-        progress=sys.stderr.isatty() or not p["as_json"],
+        progress=True,  # stderr only: stdout stays one JSON object with --json
         force=p["force"],
     )
     if p["as_json"]:

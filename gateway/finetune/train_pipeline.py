@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -112,6 +113,7 @@ def train_pipeline_lora(
     bar = Progress(cfg.steps, start, f"lora {cfg.name}", progress)
     unet.train()
     step = start
+    t_loop = time.perf_counter()
 
     def snapshot() -> None:
         checkpoints.save(
@@ -158,6 +160,7 @@ def train_pipeline_lora(
         },
         loss_val,
         start,
+        time.perf_counter() - t_loop,
     )
 
 
