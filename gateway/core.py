@@ -40,10 +40,9 @@ from .errors import (
     ProvidersFailed,
     ReservationExhausted,
 )
-from .ledger.pricing import actual_cost
-from .ledger.timebill import WorkHistory, expected_seconds, seconds_for, time_billed, work_units
 from .finetune.provenance import fine_tune_provenance
 from .ledger.pricing import actual_cost
+from .ledger.timebill import WorkHistory, expected_seconds, seconds_for, time_billed, work_units
 from .outputs import OutputStep, Processed
 from .preflight import Missing, MissingExtra, extra_for, from_import_error, missing_for, needs_text
 from .preflight import reason as missing_reason

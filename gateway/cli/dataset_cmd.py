@@ -21,7 +21,8 @@ def _emit(obj: dict[str, Any]) -> None:
 
 @click.group()
 def dataset() -> None:
-    """Datasets: inspect a training folder (hashes, safe decoding, licences, manifest digest)."""
+    """Datasets: build synthetic ones from a spec (resumable, budgeted), schema, evaluate; inspect a
+    training folder (hashes, safe decoding, licences, manifest digest)."""
 
 
 @dataset.command("inspect")
@@ -68,3 +69,10 @@ def inspect_cmd(directory: str, check: bool, no_write: bool, show_files: bool, a
     click.echo(f"digest: {manifest.digest}")
     if path is not None:
         click.echo(f"manifest: {path}", err=True)
+
+
+# The synthetic-dataset commands (gateway/cli/dataset_build_cmd.py) join the same group.
+from .dataset_build_cmd import build_cmd, evaluate_cmd, schema_cmd  # noqa: E402
+
+for _cmd in (build_cmd, schema_cmd, evaluate_cmd):
+    dataset.add_command(_cmd)
