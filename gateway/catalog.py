@@ -58,6 +58,28 @@ class Moderation(Sourced):
     notes: str = ""
 
 
+class FineTune(Sourced):
+    """A fine-tuned model: which base, which adapter, trained on which dataset (by manifest digest).
+
+    ``kind: adapter`` routes are made from signed adapter files (gateway/finetune/registry.py);
+    ``kind: remote`` cards are written by hand for a provider-side fine-tune (a Replicate trained
+    version, a Bedrock custom model) and point at the dataset manifest the company keeps.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="What adapter= selects.")
+    kind: Literal["adapter", "remote"] = "remote"
+    base_model: str
+    base_model_sha256: str | None = None
+    dataset_digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="Merkle root of the dataset manifest.")
+    dataset_name: str = ""
+    dataset_manifest: str | None = Field(default=None, description="Where the manifest is kept (path/URL).")
+    owner: str = ""
+    adapter_sha256: str | None = None
+    signed: bool = False
+    signer: str | None = None
+    problem: str | None = Field(default=None, description="Why the signature did not verify, if it did not.")
+
+
 class ImageTier(BaseModel):
     """A per-image price for outputs up to ``max_pixels`` at ``quality``."""
 
@@ -159,6 +181,7 @@ class ModelCard(BaseModel):
     capabilities: Capabilities = Capabilities()
     defaults: Defaults = Defaults()
     options: dict[str, Any] = Field(default_factory=dict, description="Passed to the backend as-is.")
+    fine_tune: FineTune | None = Field(default=None, description="Set for fine-tuned models (adapters).")
 
 
 class ProviderCard(BaseModel):

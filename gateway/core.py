@@ -40,6 +40,7 @@ from .errors import (
     ProvidersFailed,
     ReservationExhausted,
 )
+from .finetune.provenance import fine_tune_provenance
 from .ledger.pricing import actual_cost
 from .ledger.timebill import WorkHistory, expected_seconds, seconds_for, time_billed, work_units
 from .outputs import OutputStep, Processed
@@ -170,6 +171,11 @@ class _Core:
 
             provenance = Provenance(s.home, s.provenance)
         self.provenance = provenance
+        if catalog is None:  # registered adapters (signed LoRA files in home/adapters) become routes
+            from .finetune.registry import with_adapters
+            from .finetune.signing import trust_bundle
+
+            self.catalog = with_adapters(self.catalog, s.home, trust_bundle(provenance.keys))
         self.telemetry = telemetry or _default_telemetry(s)
         self.outputs = OutputStep(
             self.policy,
@@ -455,6 +461,7 @@ class _Core:
             model=route.model,
             seed=p.request.seed,
             prompt_sha256=hashlib.sha256(p.request.prompt.encode()).hexdigest(),
+            fine_tune=fine_tune_provenance(route, result.metadata),
         )
         try:
             processed = self.outputs.process(
@@ -505,6 +512,7 @@ class _Core:
             c2pa=[img.c2pa for img in images],
             attempts=[a.to_dict() for a in run.attempts],
             quarantined=len(processed.quarantined),
+            **_fine_tune_field(route, result.metadata),
         )
         return GenerationResult(
             request_id=p.request_id,
@@ -697,6 +705,11 @@ def _step(trace: Any, name: str) -> Any:
     from contextlib import nullcontext
 
     return nullcontext() if trace is None else trace.step(name)
+
+
+def _fine_tune_field(route: Route, metadata: Mapping[str, Any]) -> dict[str, Any]:
+    ft = fine_tune_provenance(route, metadata)
+    return {"fine_tune": dict(ft)} if ft else {}
 
 
 def _safe_message(exc: BaseException) -> str:

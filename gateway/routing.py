@@ -53,6 +53,26 @@ def _hint(x: RoutingInput) -> str | None:
     return None
 
 
+def _adapter_hint(x: RoutingInput) -> str | None:
+    """Fine-tuned routes serve requests that ask for them (``adapter=``, ``model=``) or that a policy
+    sends to them (``require_adapter``); a plain request never lands on a brand model by accident."""
+    ft, r = x.route.card.fine_tune, x.request
+    if r.adapter is not None:
+        return None if ft is not None and ft.name == r.adapter else f"not the requested adapter {r.adapter!r}"
+    if ft is not None and x.constraints.require_adapter is None and not r.model:
+        return f"fine-tuned route (adapter {ft.name!r}): ask for it with adapter={ft.name!r}"
+    return None
+
+
+def _adapter_policy(x: RoutingInput) -> str | None:
+    ft, c = x.route.card.fine_tune, x.constraints
+    if c.require_adapter is not None and (ft is None or not _any_glob(ft.name, c.require_adapter)):
+        return f"policy requires an adapter matching {list(c.require_adapter)}"
+    if ft is not None and ft.kind == "adapter" and c.require_signed_adapters and not ft.signed:
+        return f"adapter {ft.name!r} is not validly signed: {ft.problem or 'no signature'}"
+    return None
+
+
 def _providers(x: RoutingInput) -> str | None:
     c, p = x.constraints, x.route.provider
     if c.allowed_providers is not None and not _any_glob(p, c.allowed_providers):
@@ -147,6 +167,7 @@ def _quality(x: RoutingInput) -> str | None:
 # request as asked, e.g. a prompt the model cannot draw: a usage error rather than an outage).
 ELIGIBILITY: tuple[tuple[str, Rule], ...] = (
     ("hint", _hint),
+    ("hint", _adapter_hint),
     ("policy", _providers),
     ("policy", _models),
     ("policy", _regions),
@@ -154,6 +175,7 @@ ELIGIBILITY: tuple[tuple[str, Rule], ...] = (
     ("policy", _indemnity),
     ("policy", _disclosure),
     ("policy", _lifecycle),
+    ("policy", _adapter_policy),
     ("capability", _capabilities),
     ("capability", _quality),
 )

@@ -62,6 +62,9 @@ class ImageRequest(BaseModel):
         description="low | medium | high | auto, or a provider's own word (standard, premium, hd); "
         "each provider card maps it, and routing drops the cards that cannot honour it.",
     )
+    adapter: str | None = Field(
+        default=None, pattern=_NAME, description="A registered fine-tune (LoRA adapter) by name."
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -135,6 +138,8 @@ class RouteConstraints:
     exclude_legacy: bool = False
     exclude_end_of_life: bool = True
     max_cost_usd: Decimal | None = None
+    require_adapter: tuple[str, ...] | None = None  # globs over adapter names; None = no adapter needed
+    require_signed_adapters: bool = True
 
 
 @dataclass(frozen=True, slots=True)

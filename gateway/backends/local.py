@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..errors import BackendError, InvalidBackendRequest, ReservationExhausted, UsageError
 from .base import Backend, BackendCall, BackendResult, Usage
@@ -147,7 +147,7 @@ class LocalBackend(Backend):
         self.dtype = dtype
         self._clock = clock  # injected so tests can give each denoising step any duration
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gateway-local")
-        self._loaded: dict[Path, _Loaded] = {}
+        self._loaded: dict[Any, _Loaded] = {}
         self._load_lock = threading.Lock()
 
     def check(self, call: BackendCall) -> str | None:
@@ -162,7 +162,7 @@ class LocalBackend(Backend):
         """Run the pipeline. Billed time (``predict_time_s``) starts once the model is loaded: loading
         happens once per process and is not the request's work; ``elapsed_s`` includes it."""
         started = self._clock()
-        loaded = self._load(resolve_model_dir(call.model, dict(call.options)))
+        loaded = self._load(resolve_model_dir(call.model, dict(call.options)), _adapter_options(call))
         with loaded.lock:  # a pipeline object is not safe to share between threads
             run_started = self._clock()
             token = STEP_GUARD.set(step_guard(call, self._clock, run_started))
@@ -193,15 +193,27 @@ class LocalBackend(Backend):
 
     # ------------------------------------------------------------------ loading
 
-    def _load(self, path: Path) -> _Loaded:
+    def _load(self, path: Path, adapter: dict[str, Any] | None = None) -> _Loaded:
+        key: Any = (
+            path if adapter is None else (path, adapter["adapter"], adapter.get("adapter_tensor_sha256"))
+        )
         with self._load_lock:
-            got = self._loaded.get(path)
+            got = self._loaded.get(key)
             if got is None:
                 cls = json.loads((path / "model_index.json").read_text()).get("_class_name", "")
                 make = RUNNERS.get(cls, _diffusers_runner)
-                got = _Loaded(runner=make(path, self.device, self.dtype), lock=threading.Lock())
-                self._loaded[path] = got
+                if adapter is None:
+                    runner = make(path, self.device, self.dtype)
+                else:  # a signed LoRA: verified and applied by gateway/backends/lora.py
+                    runner = cast(Any, make)(path, self.device, self.dtype, adapter=adapter)
+                got = _Loaded(runner=runner, lock=threading.Lock())
+                self._loaded[key] = got
             return got
+
+
+def _adapter_options(call: BackendCall) -> dict[str, Any] | None:
+    """The card options of a fine-tuned route (``adapter`` = the signed adapter file), else None."""
+    return dict(call.options) if call.options.get("adapter") else None
 
 
 def _class_name(call: BackendCall) -> str:
@@ -242,7 +254,7 @@ def _png(img: Any) -> bytes:
 Runner = Callable[[BackendCall], tuple[list[bytes], dict[str, Any]]]
 
 
-def _tiny_digits_runner(path: Path, device: str, dtype: str) -> Runner:
+def _tiny_digits_runner(path: Path, device: str, dtype: str, adapter: dict[str, Any] | None = None) -> Runner:
     """Class-conditional UNet with classifier-free guidance (null class = 10), upscaled output."""
     import numpy as np
     import torch
@@ -252,6 +264,11 @@ def _tiny_digits_runner(path: Path, device: str, dtype: str) -> Runner:
     unet = UNet2DModel.from_pretrained(
         path / "unet", local_files_only=True, low_cpu_mem_usage=False, torch_dtype=_torch_dtype(dtype)
     )
+    adapter_info = None
+    if adapter is not None:
+        from .lora import apply_to_unet
+
+        adapter_info = apply_to_unet(unet, path, adapter)
     unet = unet.to(device=device).eval()
     base_config = DDPMScheduler.from_pretrained(path / "scheduler", local_files_only=True).config
     null_class = int(unet.config.num_class_embeds) - 1
@@ -293,6 +310,8 @@ def _tiny_digits_runner(path: Path, device: str, dtype: str) -> Runner:
             "steps": steps,
             "guidance_scale": guidance,
         }
+        if adapter_info is not None:
+            meta["adapter"] = adapter_info
         return out, meta
 
     return run
@@ -304,7 +323,7 @@ def _step_params(sched: Any) -> set[str]:
     return set(inspect.signature(sched.step).parameters)
 
 
-def _diffusers_runner(path: Path, device: str, dtype: str) -> Runner:
+def _diffusers_runner(path: Path, device: str, dtype: str, adapter: dict[str, Any] | None = None) -> Runner:
     """Any diffusers pipeline directory (SD 1.5, SDXL, SD-Turbo, LCM, or an unconditional DDPM).
 
     Arguments are passed only where the pipeline's ``__call__`` accepts them. A pipeline that takes no
@@ -319,6 +338,11 @@ def _diffusers_runner(path: Path, device: str, dtype: str) -> Runner:
     pipe = DiffusionPipeline.from_pretrained(
         path, local_files_only=True, torch_dtype=_torch_dtype(dtype), low_cpu_mem_usage=False
     )
+    adapter_info = None
+    if adapter is not None:
+        from .lora import apply_to_pipeline
+
+        adapter_info = apply_to_pipeline(pipe, path, adapter)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     base_config = pipe.scheduler.config
@@ -347,7 +371,10 @@ def _diffusers_runner(path: Path, device: str, dtype: str) -> Runner:
         }
         kwargs = {k: v for k, v in wanted.items() if v is not None and k in accepted}
         images = pipe(**kwargs).images
-        return [_png(img) for img in images], {"pipeline": type(pipe).__name__}
+        meta: dict[str, Any] = {"pipeline": type(pipe).__name__}
+        if adapter_info is not None:
+            meta["adapter"] = adapter_info
+        return [_png(img) for img in images], meta
 
     return run
 

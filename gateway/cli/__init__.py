@@ -35,11 +35,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "audit": ("gateway.cli.audit_cmd", "audit", "Verify, export or show the tamper-evident audit log."),
     "dashboard": ("gateway.cli.dashboard_cmd", "dashboard", "Serve the local cost and audit dashboard."),
     "dataset": (
-        "gateway.cli.dataset_build_cmd",
+        "gateway.cli.dataset_cmd",
         "dataset",
-        "Build synthetic datasets from a spec (resumable, budgeted), schema, evaluate.",
+        "Datasets: build synthetic ones from a spec, schema, evaluate; inspect training folders.",
     ),
     "archive": ("gateway.cli.archive_cmd", "archive", "Get archived outputs by sha256; apply retention."),
+    "train": ("gateway.cli.train_cmd", "train", "Train a LoRA adapter from a dataset manifest (signed)."),
+    "adapters": ("gateway.cli.adapters_cmd", "adapters", "List, show and verify signed LoRA adapters."),
 }
 
 

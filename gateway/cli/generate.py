@@ -15,7 +15,7 @@ from ..types import SCHEDULERS
 F = TypeVar("F", bound=Callable[..., Any])
 
 _REQUEST_KEYS = ("provider", "model", "n", "seed", "steps", "scheduler", "width", "height", "guidance_scale",
-                 "negative_prompt", "quality")  # fmt: skip
+                 "negative_prompt", "quality", "adapter")  # fmt: skip
 _CONTEXT_KEYS = ("team", "project", "use_case", "user")
 
 
@@ -37,6 +37,7 @@ def request_options(fn: F) -> F:
             "routes whose card cannot honour it are dropped.",
         ),
         click.option("--width", type=int),
+        click.option("--adapter", help="A registered fine-tune (signed LoRA adapter) by name."),
         click.option("--height", type=int),
         click.option("--team"),
         click.option("--project"),

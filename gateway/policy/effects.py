@@ -12,8 +12,9 @@ denied_providers/models        union
 commercial_use_required,       any rule that sets ``true`` wins
 training_data_disclosure_...,
 exclude_legacy, watermark_...
-exclude_end_of_life            ``true`` if any rule sets it; ``false`` only if every rule
-                               that mentions it says ``false`` (default ``true``)
+exclude_end_of_life,           ``true`` if any rule sets it; ``false`` only if every rule
+require_signed_adapters        that mentions it says ``false`` (default ``true``)
+require_adapter                intersection of the glob lists (like allowed_models)
 min_indemnity                  the highest level (none < capped < uncapped)
 max_cost_usd                   the lowest cap
 on_missing (provenance)        ``deny`` beats ``quarantine``
@@ -70,6 +71,8 @@ ROUTE_MERGE: dict[str, Merge] = {
     "exclude_legacy": _or,
     "exclude_end_of_life": _or,
     "max_cost_usd": _min,
+    "require_adapter": _intersect,
+    "require_signed_adapters": _or,
 }
 PROVENANCE_MERGE: dict[str, Merge] = {
     "watermark_required": _or,

@@ -360,6 +360,12 @@ class Route(RuleBase):
     exclude_legacy: bool | None = None
     exclude_end_of_life: bool | None = None
     max_cost_usd: Decimal | None = Field(default=None, ge=0, description="Per request, estimated.")
+    require_adapter: tuple[Glob, ...] | None = Field(
+        default=None, description="Only fine-tuned routes whose adapter name matches, e.g. ['brand-*']."
+    )
+    require_signed_adapters: bool | None = Field(
+        default=None, description="Adapter routes must carry a valid gateway signature (default true)."
+    )
 
     def compile(self) -> CompiledRule:
         fields = self.model_dump(include=set(_ROUTE_FIELDS), exclude_none=True)
@@ -475,10 +481,11 @@ def _require(name: str, kind: classifiers.ClassifierKind) -> None:
 
 
 from .archive_rules import ArchiveRule, CacheRule  # noqa: E402 - they subclass RuleBase above
+from .training_data import TrainingData  # noqa: E402 - same
 
 KINDS: tuple[type[RuleBase], ...] = (
     Blocklist, Regex, PromptClassifier, Limits, Route, Provenance, BudgetRule, RateLimitRule, Privacy,
-    OutputClassifier, CacheRule, ArchiveRule,
+    OutputClassifier, CacheRule, ArchiveRule, TrainingData,
 )  # fmt: skip
 
 KIND_NAMES: tuple[str, ...] = tuple(str(get_args(k.model_fields["kind"].annotation)[0]) for k in KINDS)

@@ -24,6 +24,7 @@ class ProvenanceInfo:
     seed: int | None
     prompt_sha256: str
     index: int = 0
+    fine_tune: Mapping[str, Any] | None = None  # base model, adapter name + hash, dataset digest
 
 
 @dataclass(frozen=True)

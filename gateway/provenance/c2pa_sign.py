@@ -31,6 +31,10 @@ from .keys import SigningMaterial
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 SOFT_BINDING_ALG = "io.github.diffusion-gateway.watermark.v1"
 GENERATION_LABEL = "io.github.diffusion-gateway.generation"
+# Which fine-tune drew the image: base model, adapter name + SHA-256, dataset manifest digest
+# (docs/finetune.md). A custom assertion: c2pa.training-mining says whether an asset may be trained
+# on, not what a generator was trained on.
+FINE_TUNE_LABEL = "io.github.diffusion-gateway.fine-tune"
 GENERATOR_NAME = "diffusion-gateway"
 C2paState = Literal["trusted", "valid", "invalid", "absent"]
 
@@ -60,6 +64,7 @@ def build_manifest(
     software_agent: str,
     soft_binding: bytes | None,
     parent_label: str | None,
+    fine_tune: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest definition handed to ``c2pa.Builder`` (pure: tested without signing)."""
     import base64
@@ -85,6 +90,8 @@ def build_manifest(
             }
         )
     assertions.append({"label": GENERATION_LABEL, "data": dict(generation)})
+    if fine_tune:
+        assertions.append({"label": FINE_TUNE_LABEL, "data": dict(fine_tune)})
     return {
         "claim_generator_info": [{"name": GENERATOR_NAME, "version": gateway_version}],
         "title": title,
@@ -139,6 +146,7 @@ class ManifestSummary:
     digital_source_type: str | None
     soft_binding: str | None  # hex of our watermark payload, when the manifest carries ours
     generation: Mapping[str, Any] | None
+    fine_tune: Mapping[str, Any] | None = None
 
     @property
     def ours(self) -> bool:
@@ -153,6 +161,7 @@ class ManifestSummary:
             "digital_source_type": self.digital_source_type,
             "soft_binding": self.soft_binding,
             "generation": dict(self.generation) if self.generation is not None else None,
+            "fine_tune": dict(self.fine_tune) if self.fine_tune is not None else None,
         }
 
 
@@ -191,7 +200,7 @@ def _summarise(label: str, m: Mapping[str, Any]) -> ManifestSummary:
     }
     actions: list[str] = []
     dst = soft = None
-    generation = None
+    generation = fine_tune = None
     for a in m.get("assertions") or []:
         lbl, data = a.get("label", ""), a.get("data") or {}
         if lbl.startswith("c2pa.actions"):
@@ -206,7 +215,9 @@ def _summarise(label: str, m: Mapping[str, Any]) -> ManifestSummary:
                 soft = None
         elif lbl == GENERATION_LABEL:
             generation = dict(data)
-    return ManifestSummary(label, claim_generator, signer, tuple(actions), dst, soft, generation)
+        elif lbl == FINE_TUNE_LABEL:
+            fine_tune = dict(data)
+    return ManifestSummary(label, claim_generator, signer, tuple(actions), dst, soft, generation, fine_tune)
 
 
 def read(data: bytes, mime: str | None, trust_anchors_pem: bytes | None = None) -> C2paResult:

@@ -156,6 +156,7 @@ class Provenance:
             software_agent=f"{info.provider}/{info.model}",
             soft_binding=payload.to_bytes() if payload is not None else None,
             parent_label="provider-output" if parent else None,
+            fine_tune=info.fine_tune,
         )
         p = (parent[0], parent[1], "provider-output") if parent else None
         try:

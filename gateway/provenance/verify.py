@@ -169,6 +169,13 @@ class VerifyReport:
             who = ing.signer.get("common_name") or ing.signer.get("issuer") or "?"
             gen = f", by {ing.claim_generator}" if ing.claim_generator else ""
             lines.append(f"  c2pa ingredient: signer {who!r}{gen}, actions {', '.join(ing.actions) or '-'}")
+        ft = c.active.fine_tune if c.active else None
+        if ft:
+            lines.append(
+                f"  fine-tune: base {ft.get('base_model')}, adapter {ft.get('adapter')} "
+                f"(sha256 {str(ft.get('adapter_sha256') or '-')[:16]}...), "
+                f"dataset digest {ft.get('dataset_digest')}"
+            )
         lines += [f"  - {r}" for r in self.reasons]
         return "\n".join(lines)
 
