@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Build synthetic datasets from a spec (resumable, budgeted), schema, evaluate.",
     ),
     "archive": ("gateway.cli.archive_cmd", "archive", "Get archived outputs by sha256; apply retention."),
+    "serve": ("gateway.cli.serve_cmd", "serve", "Serve the OpenAI-compatible images API (API keys)."),
+    "api-keys": ("gateway.cli.serve_cmd", "api_keys", "Create, list and revoke the server's API keys."),
 }
 
 
