@@ -81,7 +81,9 @@ async def _blocking(blocking: bool, fn: Callable[[], T]) -> T:
 async def authenticate(request: Request) -> ApiKey:
     """``Authorization: Bearer <key>`` or ``api-key: <key>`` (Azure's header), checked against the store."""
     auth = request.headers.get("authorization", "")
-    presented = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("api-key", "")
+    presented = request.headers.get("api-key", "")  # Azure-style clients send only this one
+    if not presented and auth[:7].lower() == "bearer ":
+        presented = auth[7:].strip()
     if not presented:
         raise InvalidApiKey("missing API key: send 'Authorization: Bearer <key>' or 'api-key: <key>'")
     st = _state(request)
