@@ -13,8 +13,10 @@ shutdown, which closes the stores.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -22,12 +24,26 @@ from ..errors import ConfigError
 APP_FACTORY = "gateway.server.app:app_from_env"
 
 
-def _uvicorn() -> object:
+def _check_installed() -> None:
     try:
-        import uvicorn
-    except ImportError:
-        raise ConfigError("the server needs uvicorn: pip install 'diffusion-gateway[server]'") from None
-    return uvicorn
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"the server needs {exc.name}: pip install 'diffusion-gateway[server]'") from None
+
+
+@contextlib.contextmanager
+def _stop_cleanly() -> Iterator[None]:
+    """uvicorn re-raises the signal that stopped it once it has shut down (so a default handler would
+    end the process with -SIGTERM). A shutdown that drained cleanly is a success: exit 0."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: None)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def serve(
@@ -40,7 +56,7 @@ def serve(
     on_ready: Callable[[str, int], None] | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM. ``on_ready(host, port)`` runs once the socket listens."""
-    _uvicorn()
+    _check_installed()
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
@@ -67,7 +83,8 @@ def serve(
         try:
             if on_ready is not None:
                 on_ready(host, sock.getsockname()[1])
-            uvicorn.Server(uvicorn.Config(app, **common)).run(sockets=[sock])  # type: ignore[arg-type]
+            with _stop_cleanly():
+                uvicorn.Server(uvicorn.Config(app, **common)).run(sockets=[sock])  # type: ignore[arg-type]
         finally:
             sock.close()
         return
@@ -76,7 +93,8 @@ def serve(
         cfg = uvicorn.Config(APP_FACTORY, factory=True, workers=workers, **common)  # type: ignore[arg-type]
         if on_ready is not None:
             on_ready(host, sock.getsockname()[1])
-        Multiprocess(cfg, sockets=[sock]).run()
+        with _stop_cleanly():
+            Multiprocess(cfg, sockets=[sock]).run()
     finally:
         sock.close()
 
