@@ -321,7 +321,8 @@ def test_graceful_shutdown_finishes_in_flight_and_releases_cancelled(tmp_path: P
         async def run() -> None:
             async with openai.AsyncOpenAI(base_url=srv.v1, api_key=secret, max_retries=0, timeout=60) as ac:
                 calls = [
-                    ac.images.generate(prompt=f"a red bicycle {wait}", model="alpha/a-1") for wait in (0.8, 30)
+                    ac.images.generate(prompt=f"a red bicycle {wait}", model="alpha/a-1")
+                    for wait in (0.8, 30)
                 ]
                 outcome.extend(await asyncio.gather(*calls, return_exceptions=True))
 

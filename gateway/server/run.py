@@ -46,6 +46,20 @@ def _stop_cleanly() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def preflight(config: str | os.PathLike[str] | None) -> None:
+    """Check the config and open every store once before spawning workers: a worker that cannot start
+    is restarted by uvicorn's supervisor for ever, so a bad setting must fail here, loudly, instead."""
+    from ..audit import open_audit
+    from ..config import Settings
+    from .app import _server_settings
+    from .keys import KeyStore
+
+    s = Settings.load(config)
+    _server_settings(s)
+    KeyStore(s.resolved_ledger_url).close()
+    open_audit(s.resolved_audit_url, checkpoint_dir=s.home / "checkpoints").close()
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
@@ -88,6 +102,7 @@ def serve(
         finally:
             sock.close()
         return
+    preflight(config)
     sock = bind(host, port)
     try:
         cfg = uvicorn.Config(APP_FACTORY, factory=True, workers=workers, **common)  # type: ignore[arg-type]
