@@ -266,6 +266,23 @@ def test_keys_scope_models_use_cases_and_revocation(served: Served) -> None:
         client(served, design).images.generate(prompt="a red bicycle", model="alpha/a-1")
 
 
+def test_idempotency_key_header_replays_instead_of_paying_twice(served: Served) -> None:
+    c = client(served, key(served, "idem"))
+    calls = len(served.state.gateway._core.backend("alpha").calls)  # type: ignore[attr-defined]
+    first, again = (
+        c.images.with_raw_response.generate(
+            prompt="a red bicycle", model="alpha/a-1", extra_headers={"Idempotency-Key": "order-1234"}
+        )
+        for _ in range(2)
+    )
+    assert len(served.state.gateway._core.backend("alpha").calls) == calls + 1  # type: ignore[attr-defined]
+    assert again.headers.get("x-gateway-replayed") == "true"
+    assert first.parse().data[0].b64_json == again.parse().data[0].b64_json
+    s = served.state.gateway.settings
+    with open_ledger(s.resolved_ledger_url) as led:
+        assert led.report(by=[])[0]["spent_usd"] == Decimal("0.02")
+
+
 def test_traceparent_becomes_the_parent_of_our_spans(served: Served) -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     c = client(served, key(served, "traced"))

@@ -64,7 +64,11 @@ def response_headers(request: Request) -> dict[str, str]:
     if rid is None:
         rid = request.state.request_id = uuid.uuid4().hex
     result: GenerationResult | None = getattr(request.state, "result", None)
+    extra = {}
+    if result is not None and getattr(result, "replayed", False):
+        extra["x-gateway-replayed"] = "true"  # an Idempotency-Key repeat: nothing was paid again
     return {
+        **extra,
         "x-request-id": rid,
         "x-gateway-cost-usd": str(result.cost_usd) if result is not None else "0",
         "x-gateway-audit-seq": str(call.audit_seq) if call and call.audit_seq is not None else "",
@@ -247,7 +251,8 @@ def create_app(
     ``admin_key`` (default ``$GATEWAY_ADMIN_KEY``) mounts the read-only dashboard under
     ``/dashboard``; without one there is no dashboard.
     """
-    from ..audit import Telemetry, configure_from_env, open_audit
+    from ..audit import Telemetry, configure_from_env
+    from ..audit.configure import audit_from_settings
     from ..policy import PolicySet
 
     s = settings or Settings.load()
@@ -262,9 +267,7 @@ def create_app(
     capture = bool(s.telemetry.get("capture_prompt", False))
     components.setdefault("telemetry", Telemetry(tracer_provider, prom.provider, capture_prompt=capture))
     policy = components.pop("policy", None) or PolicySet.load(s.policy_paths)
-    audit = components.pop("audit", None) or open_audit(
-        s.resolved_audit_url, checkpoint_dir=s.home / "checkpoints"
-    )
+    audit = components.pop("audit", None) or audit_from_settings(s)
     s.home.mkdir(parents=True, exist_ok=True)
     gateway = AsyncGateway(s, policy=KeyPolicy(policy), audit=ObservedAudit(audit), **components)
     keystore = keys or KeyStore(s.resolved_ledger_url, cache_s=options.key_cache_s)

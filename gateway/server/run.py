@@ -49,7 +49,7 @@ def _stop_cleanly() -> Iterator[None]:
 def preflight(config: str | os.PathLike[str] | None) -> None:
     """Check the config and open every store once before spawning workers: a worker that cannot start
     is restarted by uvicorn's supervisor for ever, so a bad setting must fail here, loudly, instead."""
-    from ..audit import open_audit
+    from ..audit.configure import audit_from_settings
     from ..config import Settings
     from .app import _server_settings
     from .keys import KeyStore
@@ -57,7 +57,7 @@ def preflight(config: str | os.PathLike[str] | None) -> None:
     s = Settings.load(config)
     _server_settings(s)
     KeyStore(s.resolved_ledger_url).close()
-    open_audit(s.resolved_audit_url, checkpoint_dir=s.home / "checkpoints").close()
+    audit_from_settings(s).close()
 
 
 def serve(
