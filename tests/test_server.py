@@ -31,12 +31,19 @@ from gateway.audit import open_audit
 from gateway.backends.base import BackendCall
 from gateway.backends.mock import solid_png
 from gateway.client import AsyncGateway
-from gateway.errors import BackendUnavailable
+from gateway.errors import AuditWriteError, BackendUnavailable, ContentFiltered, GatewayError
 from gateway.ledger import open_ledger
+from gateway.server.errors import REPLIES, error_response
 
 
 def _flaky(call: BackendCall) -> Any:
     raise BackendUnavailable("503 from upstream host 10.0.0.7 token r8_secretvalue", provider="gamma")
+
+
+def _alpha(call: BackendCall) -> Any:
+    if "forbidden-by-provider" in call.request.prompt:
+        raise ContentFiltered("blocked by the provider's filter (category 7, request abc)", provider="alpha")
+    return [solid_png(call.request.width or 64, call.request.height or 64)] * call.request.n
 
 
 def _broken(call: BackendCall) -> Any:
@@ -50,7 +57,7 @@ async def _slow(call: BackendCall) -> Any:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    backends = {"alpha": MockBackend(), "beta": MockBackend(_broken), "gamma": MockBackend(_flaky)}
+    backends = {"alpha": MockBackend(_alpha), "beta": MockBackend(_broken), "gamma": MockBackend(_flaky)}
     s = settings(tmp_path / "home", server={"aliases": {"gpt-image-1": "marketing", "art": "concept-art"}})
     with serving(s, catalog=catalog(), backends=backends, retry=NO_SLEEP, admin_key="") as srv:
         yield srv
@@ -168,6 +175,11 @@ def test_every_error_maps_to_the_openai_envelope(served: Served) -> None:
     assert rec["key_name"] == "errs"
     assert rec["request_id"] == denied.value.response.headers["x-request-id"]
     assert denied.value.response.headers["x-should-retry"] == "false"
+    # 400 provider-side moderation: same code, the provider's text stays out
+    with pytest.raises(openai.BadRequestError) as moderated:
+        c.images.generate(prompt="a forbidden-by-provider bicycle", model="alpha/a-1")
+    assert moderated.value.code == "content_policy_violation"
+    assert "category 7" not in moderated.value.message
     # 400 invalid requests: values, size, model, response_format, body
     cases: list[tuple[dict[str, Any], str | None, str | None]] = [
         ({"n": 99}, "invalid_value", None),
@@ -208,6 +220,26 @@ def test_every_error_maps_to_the_openai_envelope(served: Served) -> None:
     # 404 / 405 from the router, same envelope
     assert httpx.get(served.v1 + "/nope").json()["error"]["type"] == "invalid_request_error"
     assert httpx.get(served.v1 + "/images/generations").status_code == 405
+
+
+def test_every_error_class_has_an_envelope_and_generic_ones_hide_their_text() -> None:
+    import json
+
+    for cls, reply in REPLIES.items():
+        exc = cls.__new__(cls)
+        Exception.__init__(exc, "secret detail /srv/x")
+        for attr, value in (("rule_ids", ()), ("budget_ids", ()), ("attempts", ()), ("retry_after", None)):
+            setattr(exc, attr, value)
+        resp = error_response(exc)
+        body = json.loads(bytes(resp.body))["error"]
+        assert resp.status_code == reply.status, cls
+        assert set(body) >= {"message", "type", "param", "code"}, cls
+        if reply.message is not None and cls.__name__ not in ("PolicyDenied", "ProvidersFailed"):
+            assert "secret detail" not in body["message"], cls
+    audit = error_response(AuditWriteError("disk full at /var/lib/x"))
+    assert audit.status_code == 503
+    assert b"/var/lib" not in bytes(audit.body)
+    assert error_response(GatewayError("??")).status_code == 500
 
 
 def test_budget_refusal_is_a_429_the_client_does_not_retry_and_is_recorded_once(served: Served) -> None:

@@ -118,9 +118,14 @@ async def _govern(request: Request, key: ApiKey, run: Callable[[], Any], route: 
     try:
         with st.tracer.start_as_current_span(
             f"{request.method} {route}", context=parent, kind=SpanKind.SERVER, attributes=attrs,
-            record_exception=False,
-        ):  # fmt: skip
-            result: GenerationResult = await run()
+            record_exception=False, set_status_on_exception=False,
+        ) as span:  # fmt: skip
+            try:
+                result: GenerationResult = await run()
+            except BaseException as exc:
+                span.set_attribute("error.type", type(exc).__name__)  # the message stays out of spans
+                span.set_status(trace.StatusCode.ERROR)
+                raise
     finally:
         current.reset(token)
     request.state.result = result
