@@ -340,6 +340,13 @@ def _dashboard(s: Settings, admin_key: str) -> tuple[Any, Callable[[], None]]:
         breaker_threshold=s.routing.breaker_threshold,
         breaker_cooldown_s=s.routing.breaker_cooldown_s,
     )
+    from ..archive import open_archive
+    from ..errors import GatewayError
+
+    try:
+        sources.archive = open_archive(s)  # thumbnails on record pages
+    except GatewayError as exc:
+        sources.notices.append(f"archive: {exc}")
     return dashboard_app(sources, host="0.0.0.0", token=admin_key), sources.close  # noqa: S104
 
 
