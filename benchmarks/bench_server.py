@@ -10,7 +10,9 @@ answers boto3; the server is a ``gateway serve`` subprocess (SQLite ledger and a
 default policy pack, an API key); the client is the official ``AsyncOpenAI``. The baseline is an
 ``AsyncGateway`` in this process calling the same fake with the same settings. "Added latency" is the
 server's percentile minus the in-process percentile at the same concurrency: what a caller pays for
-HTTP, JSON + base64, key checks and the extra process hop. Bounded: a fixed number of requests per
+HTTP, JSON + base64, key checks and the extra process hop; a bare ``GET /healthz`` round trip is
+measured beside it, because on a loaded machine each process hop costs a scheduling delay that
+dwarfs the server's own work. Bounded: a fixed number of requests per
 level, each level under a minute on two cores.
 """
 
@@ -131,6 +133,15 @@ async def over_http(base: str, secret: str, levels: list[int], per_level: dict[i
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.2)
+        hop: list[float] = []  # one loopback HTTP round trip on this machine right now: the floor
+        for _ in range(30):
+            t0 = time.perf_counter()
+            await probe.get(base.removesuffix("/v1") + "/healthz")
+            hop.append(time.perf_counter() - t0)
+    floor = {
+        "healthz_p50_ms": round(pct(hop[5:], 50) * 1e3, 2),
+        "healthz_p99_ms": round(pct(hop[5:], 99) * 1e3, 2),
+    }
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with openai.AsyncOpenAI(
         base_url=base, api_key=secret, max_retries=0, timeout=120,
@@ -141,7 +152,7 @@ async def over_http(base: str, secret: str, levels: list[int], per_level: dict[i
             await client.images.generate(prompt=f"a lighthouse {i}", model=ROUTE, size=f"{SIZE}x{SIZE}")
 
         await _levels(call, [10], {10: 20})  # warm every worker's connections and caches
-        return await _levels(call, levels, per_level)
+        return await _levels(call, levels, per_level), floor
 
 
 def main() -> None:
@@ -182,7 +193,8 @@ def main() -> None:
                     secret = keys.create("bench", team="bench")[1]
                 proc, base = _serve(cfg, workers, env)
                 try:
-                    runs = asyncio.run(over_http(base, secret, levels, per_level))
+                    runs, floor = asyncio.run(over_http(base, secret, levels, per_level))
+                    result.setdefault("http_round_trip", {})[f"{workers} worker(s)"] = floor
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(timeout=120)

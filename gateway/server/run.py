@@ -87,6 +87,9 @@ def serve(
         "lifespan": "on",
         "proxy_headers": False,
         "timeout_graceful_shutdown": int(graceful_s),
+        # Longer than clients' idle-connection expiry (httpx: 5 s), so a client never reuses a
+        # keep-alive connection at the moment the server closes it (a spurious connection error).
+        "timeout_keep_alive": 30,
         "backlog": 2048,
     }
     if workers <= 1:
