@@ -315,6 +315,18 @@ def test_idempotency_key_header_replays_instead_of_paying_twice(served: Served) 
         assert led.report(by=[])[0]["spent_usd"] == Decimal("0.02")
 
 
+def test_quality_and_size_reach_the_request(served: Served) -> None:
+    from gateway.types import ImageRequest
+
+    c = client(served, key(served, "q"))
+    c.images.generate(prompt="a red bicycle", model="alpha/a-1", size="128x64", quality="high", n=2)
+    call = served.state.gateway._core.backend("alpha").calls[-1]  # type: ignore[attr-defined]
+    assert (call.request.width, call.request.height, call.request.n) == (128, 64, 2)
+    if "quality" in ImageRequest.model_fields:  # the gateway knows quality: it is passed on
+        assert call.request.quality == "high"
+    c.images.generate(prompt="a red bicycle", model="alpha/a-1", quality="auto")  # auto = the default
+
+
 def test_traceparent_becomes_the_parent_of_our_spans(served: Served) -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     c = client(served, key(served, "traced"))
