@@ -352,24 +352,48 @@ def test_health_ready_and_metrics(served: Served) -> None:
     assert httpx.get(served.base_url + "/dashboard/").status_code == 404  # no admin key: no dashboard
 
 
-def test_edits_follow_the_gateway(served: Served) -> None:
-    c = client(served, key(served, "editor"))
+def _edit_catalog() -> Any:
+    """The test catalog's alpha route, able to edit (only built where the gateway edits)."""
+    from dashboard_support import _model
+
+    from gateway.catalog import Catalog, ModelCard, ProviderCard
+
+    card = _model("a-1", "0.02").model_dump(mode="json", exclude_none=True)
+    card["capabilities"]["edit"] = {"modes": ["img2img", "inpaint", "outpaint", "variation"], "max_inputs": 2}
+    return Catalog([ProviderCard(provider="alpha", name="alpha", models=(ModelCard.model_validate(card),))])
+
+
+def test_edits_follow_the_gateway(served: Served, tmp_path: Path) -> None:
     png = solid_png(64, 64)
     if not hasattr(AsyncGateway, "edit"):
+        c = client(served, key(served, "editor"))
         with pytest.raises(openai.InternalServerError) as missing:
             c.images.edit(image=("in.png", png, "image/png"), prompt="make it red", model="alpha/a-1")
         assert missing.value.status_code == 501
         assert missing.value.response.headers["x-should-retry"] == "false"
         return
-    raw = c.images.with_raw_response.edit(
-        image=[("a.png", png, "image/png"), ("b.png", png, "image/png")],
-        mask=("m.png", png, "image/png"),
-        prompt="make it red",
-        model="alpha/a-1",
-    )
-    assert raw.parse().data
-    rec = next(r for r in records(served) if r["seq"] == int(raw.headers["x-gateway-audit-seq"]))
-    assert rec["key_name"] == "editor"
+    s = settings(tmp_path / "edit-home")
+    with serving(
+        s, catalog=_edit_catalog(), backends={"alpha": MockBackend()}, retry=NO_SLEEP, admin_key=""
+    ) as srv:
+        c = client(srv, key(srv, "editor"))
+        raw = c.images.with_raw_response.edit(
+            image=[("a.png", png, "image/png"), ("b.png", png, "image/png")],
+            mask=("m.png", png, "image/png"),
+            prompt="make it red",
+            model="alpha/a-1",
+            extra_body={"mode": "inpaint"},
+        )
+        assert raw.parse().data
+        call = srv.state.gateway._core.backend("alpha").calls[-1]  # type: ignore[attr-defined]
+        assert len(call.request.images) == 2
+        assert call.request.mask == png
+        rec = next(r for r in records(srv) if r["seq"] == int(raw.headers["x-gateway-audit-seq"]))
+        assert rec["key_name"] == "editor"
+        with pytest.raises(openai.BadRequestError):
+            c.images.edit(
+                image=("x.png", b"not an image", "image/png"), prompt="make it red", model="alpha/a-1"
+            )
 
 
 def test_graceful_shutdown_finishes_in_flight_and_releases_cancelled(tmp_path: Path) -> None:
