@@ -47,8 +47,8 @@ class KeyPolicy:
     def __init__(self, inner: PolicySet) -> None:
         self._inner = inner
 
-    def evaluate(self, request: ImageRequest, context: Context) -> Decision:
-        decision = self._inner.evaluate(request, context)
+    def evaluate(self, request: ImageRequest, context: Context, *args: Any, **kwargs: Any) -> Decision:
+        decision = self._inner.evaluate(request, context, *args, **kwargs)  # edits pass input findings
         call = current.get()
         budget = call.key.budget() if call is not None else None
         if budget is None or not decision.allowed:
