@@ -50,8 +50,16 @@ def _broken(call: BackendCall) -> Any:
     raise RuntimeError("internal detail /srv/secret/path")
 
 
+GATE = threading.Event()
+
+
 async def _slow(call: BackendCall) -> Any:
-    await asyncio.sleep(float(call.request.prompt.split()[-1]))  # "a red bicycle 0.8": 0.8 s
+    """``... gate``: wait until the test opens the gate; ``... 120``: sleep that long."""
+    last = call.request.prompt.split()[-1]
+    if last == "gate":
+        await asyncio.to_thread(GATE.wait, 60)
+    else:
+        await asyncio.sleep(float(last))
     return [solid_png(64, 64)] * call.request.n
 
 
@@ -400,21 +408,32 @@ def test_graceful_shutdown_finishes_in_flight_and_releases_cancelled(tmp_path: P
     s = settings(tmp_path / "home")
     slow = {"alpha": MockBackend(_slow)}
     outcome: list[Any] = []
-    with serving(s, graceful_s=1.5, catalog=catalog(), backends=slow, retry=NO_SLEEP, admin_key="") as srv:
+    GATE.clear()
+    with serving(s, graceful_s=5, catalog=catalog(), backends=slow, retry=NO_SLEEP, admin_key="") as srv:
         secret = key(srv, "slow")
 
         async def run() -> None:
-            async with openai.AsyncOpenAI(base_url=srv.v1, api_key=secret, max_retries=0, timeout=60) as ac:
+            async with openai.AsyncOpenAI(base_url=srv.v1, api_key=secret, max_retries=0, timeout=120) as ac:
                 calls = [
-                    ac.images.generate(prompt=f"a red bicycle {wait}", model="alpha/a-1")
-                    for wait in (0.8, 30)
+                    ac.images.generate(prompt=f"a red bicycle {last}", model="alpha/a-1")
+                    for last in ("gate", 120)
                 ]
                 outcome.extend(await asyncio.gather(*calls, return_exceptions=True))
 
         t = threading.Thread(target=asyncio.run, args=(run(),))
         t.start()
-        time.sleep(0.4)  # both calls are in flight (each holds a reservation)
+        with open_ledger(s.resolved_ledger_url) as led:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # both calls in flight, each holding a reservation
+                held = led._read(
+                    lambda q: q("SELECT count(*) FROM ledger_requests WHERE status = 'reserved'", ())
+                )
+                if held[0][0] == 2:
+                    break
+                time.sleep(0.05)
         srv.server.should_exit = True  # what SIGTERM does
+        time.sleep(0.3)
+        GATE.set()  # the first call may finish now, inside the grace period; the other never will
         t.join(timeout=60)
     finished, cancelled = outcome
     assert not isinstance(finished, BaseException) and len(finished.data) == 1
