@@ -72,6 +72,7 @@ class Settings(BaseModel):
     archive: ArchiveSettings = ArchiveSettings()  # output archive (docs/archive.md)
     cache: CacheSettings = CacheSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
+    server: dict[str, Any] = Field(default_factory=dict)  # `gateway serve` (gateway.server.wire)
 
     @property
     def resolved_ledger_url(self) -> str:

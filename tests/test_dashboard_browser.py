@@ -127,7 +127,8 @@ def metric(driver: Any, css: str) -> str:
 
 def test_dashboard_in_chromium(browser: Any, server: str, seeded: Seeded, shots: Path) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     d = browser
     d.get("about:blank")
@@ -156,7 +157,9 @@ def test_dashboard_in_chromium(browser: Any, server: str, seeded: Seeded, shots:
     assert banner.get_attribute("data-verified") == "true" and "Chain verified" in banner.text
     Select(d.find_element(By.NAME, "team")).select_by_visible_text("design")
     Select(d.find_element(By.NAME, "event")).select_by_visible_text("request")
+    before = d.find_element(By.ID, "records")
     d.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    WebDriverWait(d, 60).until(staleness_of(before))  # the filtered page replaced the old one
     rows = d.find_elements(By.CSS_SELECTOR, "#records tbody tr")
     assert rows and all(r.find_elements(By.TAG_NAME, "td")[3].text == "design" for r in rows)
     d.save_screenshot(str(shots / "dashboard-audit.png"))

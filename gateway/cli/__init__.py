@@ -42,6 +42,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "archive": ("gateway.cli.archive_cmd", "archive", "Get archived outputs by sha256; apply retention."),
     "train": ("gateway.cli.train_cmd", "train", "Train a LoRA adapter from a dataset manifest (signed)."),
     "adapters": ("gateway.cli.adapters_cmd", "adapters", "List, show and verify signed LoRA adapters."),
+    "serve": ("gateway.cli.serve_cmd", "serve", "Serve the OpenAI-compatible images API (API keys)."),
+    "api-keys": ("gateway.cli.serve_cmd", "api_keys", "Create, list and revoke the server's API keys."),
 }
 
 

@@ -1,12 +1,14 @@
-"""The dashboard as a minimal ASGI application: GET-only, server-rendered, read-only, no dependencies.
+"""The dashboard as a small Starlette application: GET-only, server-rendered, read-only.
 
-Why hand-written instead of a framework: five routes and one form need no router, templates or
-middleware stack, and what a framework would add is attack surface in a tool that shows financial and
-audit data. Safety is in the shape: only GET and HEAD exist; every response carries a strict
-Content-Security-Policy (no script at all) and no-store caching; the Host header must be a loopback
-name unless the server was started with a token (so a DNS-rebinding page cannot read a local
-dashboard); with a token, a request needs ``Authorization: Bearer`` or the session cookie that a
-one-time ``?token=`` visit sets (the token then leaves the address bar at once).
+Starlette does the ASGI work (parsing the scope, headers and query, lifespan, sending); this module
+keeps only what is the dashboard's own, as one pure function from :class:`Request` to
+:class:`Response` (``DashboardApp.handle``), which the tests call directly. Safety is in the shape:
+only GET and HEAD exist; every response carries a strict Content-Security-Policy (no script at all)
+and no-store caching; the Host header must be a loopback name unless the server was started with a
+token (so a DNS-rebinding page cannot read a local dashboard); with a token, a request needs
+``Authorization: Bearer`` or the session cookie that a one-time ``?token=`` visit sets (the token
+then leaves the address bar at once). Mounted under a prefix (``/dashboard`` in ``gateway serve``),
+its links and cookie follow the mount point.
 
 Store reads block (SQLite, psycopg), so each request is rendered in a worker thread and the event
 loop only moves bytes.
@@ -14,16 +16,21 @@ loop only moves bytes.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import Response as HTTPResponse
+from starlette.routing import Route
 
 from .audit_pages import audit_page, record_page
 from .html import CSP, e, shell
@@ -56,17 +63,19 @@ class Response:
 @dataclass(frozen=True)
 class Request:
     method: str
-    path: str
+    path: str  # below the mount point
     query: dict[str, str]
     headers: dict[str, str]
+    root: str = ""  # the mount point ("" at the top of its own server)
 
 
-def _html(status: int, title: str, body: str, now: dt.datetime, active: str = "") -> Response:
-    return Response(status, shell(title, body, active=active, generated=now).encode())
+def _html(status: int, title: str, body: str, now: dt.datetime, active: str = "", root: str = "") -> Response:
+    return Response(status, shell(title, body, active=active, generated=now, root=root).encode())
 
 
-def _error(status: int, message: str, now: dt.datetime) -> Response:
-    return _html(status, str(status), f'<h1>{status}</h1><div class="banner bad">{e(message)}</div>', now)
+def _error(status: int, message: str, now: dt.datetime, root: str = "") -> Response:
+    body = f'<h1>{status}</h1><div class="banner bad">{e(message)}</div>'
+    return _html(status, str(status), body, now, root=root)
 
 
 class DashboardApp:
@@ -90,30 +99,34 @@ class DashboardApp:
         self.allowed_hosts = allowed_hosts
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
 
-    # ------------------------------------------------------------------ ASGI
+        self._app = Starlette(routes=[Route("/{path:path}", self._endpoint)], lifespan=self._lifespan)
+
+    # ------------------------------------------------------------------ ASGI (Starlette)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return  # websockets: not offered; returning closes the connection
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
-        req = Request(scope.get("method", "GET").upper(), scope.get("path", "/"), query, headers)
-        resp = await asyncio.to_thread(self.handle, req)
-        await send({"type": "http.response.start", "status": resp.status, "headers": self._headers(resp)})
-        await send({"type": "http.response.body", "body": b"" if req.method == "HEAD" else resp.body})
+        if scope["type"] == "websocket":
+            return  # not offered; returning closes the connection
+        await self._app(scope, receive, send)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await asyncio.to_thread(self.sources.close)
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(self.sources.close)
+
+    async def _endpoint(self, request: HTTPRequest) -> HTTPResponse:
+        root = str(request.scope.get("root_path", "")).rstrip("/")
+        path = request.url.path[len(root) :] if request.url.path.startswith(root) else request.url.path
+        req = Request(
+            request.method.upper(),
+            path or "/",
+            dict(request.query_params),
+            {k.lower(): v for k, v in request.headers.items()},
+            root,
+        )
+        resp = await run_in_threadpool(self.handle, req)
+        out = HTTPResponse(b"" if req.method == "HEAD" else resp.body, resp.status)
+        out.raw_headers = self._headers(resp)  # exactly ours (HEAD keeps the GET's length)
+        return out
 
     @staticmethod
     def _headers(resp: Response) -> list[tuple[bytes, bytes]]:
@@ -148,7 +161,7 @@ class DashboardApp:
         try:
             return self._route(req, now)
         except ValueError as exc:
-            return _error(400, str(exc), now)
+            return _error(400, str(exc), now, req.root)
         except Exception as exc:
             _log.exception("dashboard: %s %s failed", req.method, req.path)
             return _error(500, f"internal error ({type(exc).__name__}); see the server log", now)
@@ -163,8 +176,9 @@ class DashboardApp:
             rest = {k: v for k, v in req.query.items() if k != "token"}
             from .html import qs
 
-            cookie = f"{COOKIE}={self._session}; HttpOnly; SameSite=Strict; Path=/"
-            return Response(303, b"", headers=[("location", req.path + qs(rest)), ("set-cookie", cookie)])
+            cookie = f"{COOKIE}={self._session}; HttpOnly; SameSite=Strict; Path={req.root or '/'}"
+            location = req.root + req.path + qs(rest)
+            return Response(303, b"", headers=[("location", location), ("set-cookie", cookie)])
         auth = req.headers.get("authorization", "")
         if auth.lower().startswith("bearer ") and hmac.compare_digest(
             auth[7:].strip().encode(), self._token.encode()
@@ -198,29 +212,31 @@ class DashboardApp:
             window = parse_window(q, now)
             view = cost_view(src, window, q.get("by", "team"))
             body = cost_page(view) if view is not None else "<h1>Cost</h1>"
-            return _html(200, "Cost", top + body, now, "cost")
+            return _html(200, "Cost", top + body, now, "cost", req.root)
         if path == "/audit":
             window = parse_window(q, now)
             filters = {k: q[k] for k in _AUDIT_FILTERS if q.get(k)}
             before = int(q["before"]) if q.get("before", "").isdigit() else None
             aview = audit_view(src, window, filters, before)
-            body = audit_page(aview, Links(live=True)) if aview is not None else "<h1>Audit</h1>"
-            return _html(200, "Audit", top + body, now, "audit")
+            links = Links(live=True, root=req.root)
+            body = audit_page(aview, links) if aview is not None else "<h1>Audit</h1>"
+            return _html(200, "Audit", top + body, now, "audit", req.root)
         match = _RECORD.match(path)
         if match:
             rview = record_view(src, int(match.group(1)))
             if rview is None:
-                return _error(404, f"no audit record {match.group(1)}", now)
-            page = record_page(rview, Links(live=True, thumbs=src.archive is not None))
-            return _html(200, f"Record {rview.seq}", top + page, now, "audit")
+                return _error(404, f"no audit record {match.group(1)}", now, req.root)
+            page = record_page(rview, Links(live=True, root=req.root, thumbs=src.archive is not None))
+            return _html(200, f"Record {rview.seq}", top + page, now, "audit", req.root)
         archived = _ARCHIVED.match(path)
         if archived:
             return _archived_image(src, archived.group(1), now)
         if path == "/providers":
             window = parse_window(q, now)
             return _html(
-                200, "Providers", top + providers_page(providers_view(src, window), window), now, "providers"
-            )
+                200, "Providers", top + providers_page(providers_view(src, window), window), now, "providers",
+                req.root,
+            )  # fmt: skip
         if path == "/report.html":
             window = parse_window(q, now)
             name = f"gateway-report-{now:%Y%m%d-%H%M}.html"
@@ -229,7 +245,7 @@ class DashboardApp:
                 render_report_html(src, window).encode(),
                 headers=[("content-disposition", f'attachment; filename="{name}"')],
             )
-        return _error(404, f"nothing at {path}", now)
+        return _error(404, f"nothing at {path}", now, req.root)
 
 
 _IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})

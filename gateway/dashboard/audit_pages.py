@@ -118,7 +118,7 @@ def audit_page(v: AuditListView, links: Links) -> str:
     pager = ""
     if v.next_before is not None:
         params = {**v.window.params(), **v.filters, "before": v.next_before}
-        pager = f'<p><a href="/audit{e(qs(params))}" rel="next">older records →</a></p>'
+        pager = f'<p><a href="{e(links.path("/audit"))}{e(qs(params))}" rel="next">older records →</a></p>'
     shown = f"{len(v.rows)} of {v.total} matching record(s), newest first; the log holds {v.size}."
     return (
         f"<h1>Audit · {e(v.window.label())}</h1>{verify_banner(v.verify, links)}{form}"
@@ -243,11 +243,12 @@ def record_fields(r: Mapping[str, Any]) -> str:
     return f'<dl class="kv">{"".join(rows)}</dl>'
 
 
-def _thumb(sha: str) -> str:
-    return f'<img src="/archive/{e(sha)}" alt="image {e(sha[:12])}" width="96" height="96" loading="lazy">'
+def _thumb(sha: str, root: str = "") -> str:
+    src = f"{root}/archive/{sha}"
+    return f'<img src="{e(src)}" alt="image {e(sha[:12])}" width="96" height="96" loading="lazy">'
 
 
-def images_table(r: Mapping[str, Any], thumbs: bool = False) -> str:
+def images_table(r: Mapping[str, Any], thumbs: bool = False, root: str = "") -> str:
     """The record's images; on the live dashboard with a thumbnail each, served from the archive."""
     shas = r.get("image_sha256s") or []
     if not isinstance(shas, list) or not shas:
@@ -262,7 +263,7 @@ def images_table(r: Mapping[str, Any], thumbs: bool = False) -> str:
     ]
     cols = [("#", "n"), ("sha256", ""), ("watermark", ""), ("C2PA", "")]
     if thumbs:
-        rows = [[*row, _thumb(str(s))] for row, s in zip(rows, shas, strict=True)]
+        rows = [[*row, _thumb(str(s), root)] for row, s in zip(rows, shas, strict=True)]
         cols.append(("image", ""))
     return "<h3>Images</h3>" + table(cols, rows)
 
@@ -282,7 +283,7 @@ def record_detail(v: RecordView, links: Links) -> str:
             f"{record_rows(v.related, links)}</section>"
         )
     raw = json.dumps({k: val for k, val in r.items()}, indent=2, sort_keys=True, ensure_ascii=False)
-    images = images_table(r, links.thumbs)
+    images = images_table(r, links.thumbs, links.root)
     return (
         f"{verify_banner(v.verify, links)}"
         f'<div class="grid2"><section><h2>Chain position and proofs</h2>{chain_position(v, links)}</section>'
@@ -295,7 +296,7 @@ def record_page(v: RecordView, links: Links) -> str:
     nav = []
     if v.seq > 1:
         nav.append(f'<a href="{links.record(v.seq - 1)}" rel="prev">← #{v.seq - 1}</a>')
-    nav.append('<a href="/audit">all records</a>')
+    nav.append(f'<a href="{e(links.path("/audit"))}">all records</a>')
     if v.seq < v.size:
         nav.append(f'<a href="{links.record(v.seq + 1)}" rel="next">#{v.seq + 1} →</a>')
     return f"<h1>Audit record #{v.seq}</h1><p>{' · '.join(nav)}</p>{record_detail(v, links)}"

@@ -154,13 +154,21 @@ NAV = (("/", "cost", "Cost"), ("/audit", "audit", "Audit"), ("/providers", "prov
 
 
 def shell(
-    title: str, body: str, *, active: str, generated: dt.datetime, nav: bool = True, csp: str = META_CSP
+    title: str,
+    body: str,
+    *,
+    active: str,
+    generated: dt.datetime,
+    nav: bool = True,
+    csp: str = META_CSP,
+    root: str = "",
 ) -> str:
-    """The whole document. ``nav=False`` for the offline report (its links would lead nowhere)."""
+    """The whole document. ``nav=False`` for the offline report (its links would lead nowhere);
+    ``root`` is the mount point when the dashboard is served under a prefix."""
     links = ""
     if nav:
         links = "".join(
-            f'<a href="{href}" class="{"on" if key == active else ""}">{e(text)}</a>'
+            f'<a href="{e(root + href)}" class="{"on" if key == active else ""}">{e(text)}</a>'
             for href, key, text in NAV
         )
     meta = f"read-only · {e(when(generated))} UTC"

@@ -21,12 +21,17 @@ from .views import DIMENSIONS, BudgetView, CostView, RouteView, Series
 class Links:
     """Where links lead: the live dashboard's URLs, or anchors inside one offline report file."""
 
-    def __init__(self, live: bool, thumbs: bool | None = None) -> None:
+    def __init__(self, live: bool, root: str = "", thumbs: bool | None = None) -> None:
         self.live = live
+        self.root = root  # the mount point when served under a prefix (``/dashboard`` in the server)
         self.thumbs = live if thumbs is None else thumbs  # only where an archive can serve them
 
     def record(self, seq: Any) -> str:
-        return f"/audit/{int(seq)}" if self.live else f"#rec-{int(seq)}"
+        return f"{self.root}/audit/{int(seq)}" if self.live else f"#rec-{int(seq)}"
+
+    def path(self, path: str) -> str:
+        """A page of the live dashboard, under its mount point."""
+        return f"{self.root}{path}"
 
 
 _DATE = 'placeholder="YYYY-MM-DD" size="16"'
