@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from .errors import InvalidRequestError
 
 if TYPE_CHECKING:
+    from .policy import PolicySet
     from .provenance import Provenance
-    from .types import ImageRequest
+    from .types import Context, Decision, ImageRequest
 
 INPUT_MIMES: dict[str, tuple[bytes, ...]] = {
     "image/png": (b"\x89PNG\r\n\x1a\n",),
@@ -235,8 +236,54 @@ __all__ = [
     "InputImage",
     "check_decodable",
     "check_inputs",
+    "edit_record",
+    "govern_inputs",
     "mask_to_repaint",
     "read_provenance",
     "repaint_mask_png",
     "sniff_input",
 ]
+
+
+def govern_inputs(
+    policy: PolicySet,
+    provenance: Provenance | None,
+    request: ImageRequest,
+    context: Context,
+) -> tuple[tuple[InputImage, ...], Decision]:
+    """Step 1 for an edit: decode-safety, provenance, ``input_image`` rules, then the configured
+    output classifiers over the input images. Returns the checked inputs and the decision, which
+    records what was found on each input (``Decision.inputs``).
+
+    An input a classifier flags denies the request whatever the rule's action says: an input cannot be
+    quarantined, and sending it on would hand the provider the very image the policy holds back.
+    """
+    from dataclasses import replace
+
+    inputs = read_provenance(check_inputs(request), provenance)
+    decision = policy.evaluate(request, context, inputs)
+    findings = policy.check_outputs(request.images, decision, context) if decision.allowed else []
+    if findings:
+        rule_ids = tuple(dict.fromkeys(f.rule_id for f in findings))
+        reasons = tuple(f"{f.rule_id}: input image {f.index}: {f.reason}" for f in findings)
+        decision = replace(decision, allowed=False, rule_ids=rule_ids, reasons=reasons)
+    return inputs, replace(decision, inputs=tuple(i.to_dict() for i in inputs))
+
+
+def _audit_view(i: InputImage) -> dict[str, Any]:
+    keep = ("sha256", "mime", "c2pa", "c2pa_signer", "ai_generated", "watermark")
+    return {k: getattr(i, k) for k in keep}
+
+
+def edit_record(request: ImageRequest, inputs: Sequence[InputImage]) -> dict[str, Any]:
+    """The audit fields of an edit: each input's hash and provenance status, the mask's hash, the mode."""
+    images = [i for i in inputs if i.role == "image"]
+    if not images:  # planning refused before inspection: hash what was sent
+        images = [InputImage(n, "image", _sha(d), sniff_input(d) or "?", 0, 0, len(d)) for n, d in
+                  enumerate(request.images)]  # fmt: skip
+    return {
+        "edit_mode": request.mode,
+        "strength": request.strength,
+        "inputs": [_audit_view(i) for i in images],
+        "mask_sha256": _sha(request.mask) if request.mask is not None else None,
+    }

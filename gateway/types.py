@@ -214,14 +214,18 @@ class Decision:
     rate_limits: tuple[RateLimit, ...] = ()
     policy_hash: str = ""
     capture_prompt: bool = False
+    inputs: tuple[Mapping[str, Any], ...] = ()  # an edit's inputs: hashes, formats, what provenance says
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "allowed": self.allowed,
             "rule_ids": list(self.rule_ids),
             "reasons": list(self.reasons),
             "policy_hash": self.policy_hash,
         }
+        if self.inputs:
+            out["inputs"] = [dict(i) for i in self.inputs]
+        return out
 
 
 # --------------------------------------------------------------------------- results

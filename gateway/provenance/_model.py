@@ -24,6 +24,8 @@ class ProvenanceInfo:
     seed: int | None
     prompt_sha256: str
     index: int = 0
+    inputs: tuple[tuple[bytes, str, str], ...] = field(default=(), repr=False)  # edit: (bytes, mime, sha256)
+    edit_mode: str | None = None
 
 
 @dataclass(frozen=True)
