@@ -225,7 +225,7 @@ def repaint_mask_png(mask: bytes, *, repaint_white: bool, size: tuple[int, int] 
     m = mask_to_repaint(mask, size) >= 0.5
     arr = np.where(m == repaint_white, 255, 0).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(arr, mode="L").convert("RGB").save(buf, format="PNG")
+    Image.fromarray(arr).convert("RGB").save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -236,8 +236,10 @@ __all__ = [
     "InputImage",
     "check_decodable",
     "check_inputs",
+    "edit_options",
     "edit_record",
     "govern_inputs",
+    "image_bytes",
     "mask_to_repaint",
     "read_provenance",
     "repaint_mask_png",
@@ -287,3 +289,43 @@ def edit_record(request: ImageRequest, inputs: Sequence[InputImage]) -> dict[str
         "inputs": [_audit_view(i) for i in images],
         "mask_sha256": _sha(request.mask) if request.mask is not None else None,
     }
+
+
+def image_bytes(value: Any, what: str = "input image") -> bytes:
+    """Bytes from what users pass as an image: bytes, a path, a GeneratedImage, or a PIL image."""
+    import os
+    from pathlib import Path
+
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str | os.PathLike):
+        try:
+            return Path(value).read_bytes()
+        except OSError as exc:
+            raise InvalidRequestError(f"{what} {os.fspath(value)!r} cannot be read: {exc.strerror}") from None
+    data = getattr(value, "data", None)  # GeneratedImage
+    if isinstance(data, bytes):
+        return data
+    if hasattr(value, "save") and hasattr(value, "size"):  # a PIL image: encode losslessly
+        buf = io.BytesIO()
+        value.save(buf, format="PNG")
+        return buf.getvalue()
+    raise InvalidRequestError(f"{what} must be bytes, a path, a GeneratedImage or a PIL image")
+
+
+def edit_options(
+    image_or_images: Any, mask: Any, strength: float | None, mode: str | None, options: dict[str, Any]
+) -> dict[str, Any]:
+    """``Gateway.edit``'s arguments as ``generate`` options (images as encoded bytes)."""
+    many = isinstance(image_or_images, list | tuple)
+    images = tuple(image_bytes(x) for x in (image_or_images if many else [image_or_images]))
+    if not images:
+        raise InvalidRequestError("edit needs at least one input image")
+    out = {**options, "images": images}
+    if mask is not None:
+        out["mask"] = image_bytes(mask, "mask")
+    if strength is not None:
+        out["strength"] = strength
+    if mode is not None:
+        out["mode"] = mode
+    return out

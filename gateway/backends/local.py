@@ -162,7 +162,7 @@ class LocalBackend(Backend):
         """Run the pipeline. Billed time (``predict_time_s``) starts once the model is loaded: loading
         happens once per process and is not the request's work; ``elapsed_s`` includes it."""
         started = self._clock()
-        loaded = self._load(resolve_model_dir(call.model, dict(call.options)))
+        loaded = self._load(resolve_model_dir(call.model, dict(call.options)), edit=call.request.is_edit)
         with loaded.lock:  # a pipeline object is not safe to share between threads
             run_started = self._clock()
             token = STEP_GUARD.set(step_guard(call, self._clock, run_started))
@@ -193,14 +193,19 @@ class LocalBackend(Backend):
 
     # ------------------------------------------------------------------ loading
 
-    def _load(self, path: Path) -> _Loaded:
+    def _load(self, path: Path, edit: bool = False) -> _Loaded:
         with self._load_lock:
-            got = self._loaded.get(path)
+            key = path / ":edit" if edit else path  # edits have their own runners (local_edit.py)
+            got = self._loaded.get(key)
             if got is None:
                 cls = json.loads((path / "model_index.json").read_text()).get("_class_name", "")
                 make = RUNNERS.get(cls, _diffusers_runner)
+                if edit:
+                    from .local_edit import EDIT_RUNNERS, diffusers_edit_runner
+
+                    make = EDIT_RUNNERS.get(cls, diffusers_edit_runner)
                 got = _Loaded(runner=make(path, self.device, self.dtype), lock=threading.Lock())
-                self._loaded[path] = got
+                self._loaded[key] = got
             return got
 
 
