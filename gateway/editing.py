@@ -45,6 +45,7 @@ class EditCapabilities(BaseModel):
     max_side: int = Field(default=4096, ge=1)
     max_pixels: int | None = Field(default=None, ge=1)
     strength: bool = Field(default=True, description="Takes a strength (how far to move from the input).")
+    tasks: tuple[str, ...] = Field(default=(), description="Named tasks (extras.task): background_removal.")
     pricing: Pricing | None = Field(default=None, description="What an edit costs, if not the card's price.")
 
 
@@ -73,7 +74,10 @@ def edit_eligibility(x: RoutingInput) -> str | None:
     cap = x.route.card.capabilities.edit
     if cap is None:
         return "does not edit images (no capabilities.edit on its card)"
-    if r.mode not in cap.modes:
+    task = r.extras.get("task")
+    if task is not None and task not in cap.tasks:
+        return f"edit task {task!r} not supported (has {list(cap.tasks) or 'none'})"
+    if task is None and r.mode not in cap.modes:
         return f"edit mode {r.mode!r} not supported (has {list(cap.modes)})"
     if len(r.images) > cap.max_inputs:
         return f"takes at most {cap.max_inputs} input image(s), {len(r.images)} given"
