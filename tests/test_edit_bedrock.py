@@ -111,7 +111,10 @@ def test_mask_prompt_and_background_removal(backend: BedrockBackend, fake_bedroc
     assert sent(fake_bedrock)["inPaintingParams"]["maskPrompt"] == "the sofa"
     res = backend.generate(edit(NOVA, extras={"task": "background_removal"}))
     image = base64.b64encode(png(SIZE)).decode()
-    assert sent(fake_bedrock) == {"taskType": "BACKGROUND_REMOVAL", "backgroundRemovalParams": {"image": image}}
+    assert sent(fake_bedrock) == {
+        "taskType": "BACKGROUND_REMOVAL",
+        "backgroundRemovalParams": {"image": image},
+    }
     assert Image.open(io.BytesIO(res.images[0])).mode == "RGBA"
 
 
