@@ -174,7 +174,7 @@ def diffusers_edit_runner(path: Path, device: str, dtype: str) -> Runner:
     from .local import _torch_dtype, make_scheduler
 
     base = DiffusionPipeline.from_pretrained(
-        path, local_files_only=True, torch_dtype=_torch_dtype(dtype), low_cpu_mem_usage=False
+        path, local_files_only=True, dtype=_torch_dtype(dtype), low_cpu_mem_usage=False
     ).to(device)
     factories = {"img2img": AutoPipelineForImage2Image, "inpaint": AutoPipelineForInpainting}
     pipes: dict[str, Any] = {}
