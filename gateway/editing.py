@@ -114,10 +114,4 @@ def priced_route(route: Route, request: ImageRequest) -> Route:
     return got
 
 
-def edit_pricing(route: Route) -> Pricing:
-    """The pricing an edit on ``route`` is charged by."""
-    cap = route.card.capabilities.edit
-    return cap.pricing if cap is not None and cap.pricing is not None else route.card.pricing
-
-
-__all__ = ["EditCapabilities", "edit_eligibility", "edit_pricing", "input_header", "priced_route"]
+__all__ = ["EditCapabilities", "edit_eligibility", "input_header", "priced_route"]
