@@ -239,7 +239,10 @@ class AsyncGateway:
         core, keeper = self._core, self._core.keeper
         request_id = uuid.uuid4().hex
         with core.telemetry.request(request, context, request_id) as trace:
-            run = _Run(core.plan(request, context, request_id, trace), trace, time.perf_counter())
+            # An edit's input checks (decoding, C2PA) are CPU work: keep them off the event loop.
+            plan_fn = partial(core.plan, request, context, request_id, trace)
+            plan = await asyncio.to_thread(plan_fn) if request.images else plan_fn()
+            run = _Run(plan, trace, time.perf_counter())
             run.claim, run.seed_given = keeper.claim(job, request_id), seed
             blocking = keeper.blocking_io
             try:

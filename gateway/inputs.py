@@ -231,6 +231,7 @@ def repaint_mask_png(mask: bytes, *, repaint_white: bool, size: tuple[int, int] 
 
 __all__ = [
     "INPUT_MIMES",
+    "alpha_mask_png",
     "MAX_INPUT_BYTES",
     "MAX_INPUT_PIXELS",
     "InputImage",
@@ -270,6 +271,20 @@ def govern_inputs(
         reasons = tuple(f"{f.rule_id}: input image {f.index}: {f.reason}" for f in findings)
         decision = replace(decision, allowed=False, rule_ids=rule_ids, reasons=reasons)
     return inputs, replace(decision, inputs=tuple(i.to_dict() for i in inputs))
+
+
+def alpha_mask_png(mask: bytes) -> bytes:
+    """The mask as an RGBA PNG whose alpha is 0 where to repaint (OpenAI's ``/images/edits`` convention)."""
+    import numpy as np
+    from PIL import Image
+
+    m = mask_to_repaint(mask) >= 0.5
+    h, w = m.shape
+    arr = np.zeros((h, w, 4), dtype=np.uint8)
+    arr[..., 3] = np.where(m, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _audit_view(i: InputImage) -> dict[str, Any]:
