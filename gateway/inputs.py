@@ -231,10 +231,10 @@ def repaint_mask_png(mask: bytes, *, repaint_white: bool, size: tuple[int, int] 
 
 __all__ = [
     "INPUT_MIMES",
-    "alpha_mask_png",
     "MAX_INPUT_BYTES",
     "MAX_INPUT_PIXELS",
     "InputImage",
+    "alpha_mask_png",
     "check_decodable",
     "check_inputs",
     "edit_options",
