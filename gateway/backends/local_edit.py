@@ -67,7 +67,14 @@ def tiny_digits_edit_runner(path: Path, device: str, dtype: str) -> Runner:
     from diffusers import DDPMScheduler, UNet2DModel
     from PIL import Image
 
-    from .local import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS, _torch_dtype, digit_from_prompt
+    from .local import (
+        DEFAULT_GUIDANCE,
+        DEFAULT_SCHEDULER,
+        DEFAULT_STEPS,
+        _torch_dtype,
+        digit_from_prompt,
+        guard_step,
+    )
     from .local import make_scheduler as scheduler_named
 
     unet = UNet2DModel.from_pretrained(
@@ -114,6 +121,8 @@ def tiny_digits_edit_runner(path: Path, device: str, dtype: str) -> Runner:
             if len(timesteps):
                 x = sched.add_noise(x0, noise, timesteps[:1].repeat(r.n))
             for i, t in enumerate(timesteps):
+                if i:
+                    guard_step()  # stop before a step the reservation does not pay for (local.py)
                 inp = sched.scale_model_input(torch.cat([x, x]), t)
                 eps_c, eps_u = unet(inp, t, class_labels=labels).sample.chunk(2)
                 x = sched.step(eps_u + guidance * (eps_c - eps_u), t, x, **kwargs).prev_sample
@@ -171,7 +180,7 @@ def diffusers_edit_runner(path: Path, device: str, dtype: str) -> Runner:
     import torch
     from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, DiffusionPipeline
 
-    from .local import _torch_dtype, make_scheduler
+    from .local import _step_end_guard, _torch_dtype, make_scheduler
 
     base = DiffusionPipeline.from_pretrained(
         path, local_files_only=True, dtype=_torch_dtype(dtype), low_cpu_mem_usage=False
@@ -210,6 +219,7 @@ def diffusers_edit_runner(path: Path, device: str, dtype: str) -> Runner:
             "guidance_scale": r.guidance_scale,
             "generator": torch.Generator(device="cpu").manual_seed(int(r.seed or 0)),
             "output_type": "pil",
+            "callback_on_step_end": _step_end_guard(r.steps),
         }
         if r.mode == "inpaint":
             import numpy as np
