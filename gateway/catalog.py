@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ._yaml import load_model
+from .editing import EditCapabilities
 from .errors import ConfigError
 from .types import SCHEDULERS, Indemnity, Scheduler
 
@@ -137,6 +138,9 @@ class Pricing(Sourced):
         return self
 
 
+EditCapabilities.model_rebuild(_types_namespace={"Pricing": Pricing})  # its edit price is a Pricing
+
+
 class Capabilities(BaseModel):
     model_config = _STRICT
     min_side: int = 64
@@ -153,6 +157,7 @@ class Capabilities(BaseModel):
     # Request quality word (low|medium|high|auto or a provider's word) -> the word this model takes.
     # None: the model has no quality choice and honours only ``auto`` (its default).
     qualities: dict[str, str] | None = None
+    edit: EditCapabilities | None = None  # what it can do with input images (gateway/editing.py)
 
 
 class Defaults(BaseModel):

@@ -32,7 +32,7 @@ from .config import Settings
 from .core import Plan, _audit_failure, _Core, _falls_back, _Run, _with_seq
 from .errors import BackendError, UsageError
 from .ledger.idempotency import KeyTaken
-from .types import GenerationResult, ImageRequest
+from .types import EditMode, GenerationResult, ImageRequest
 
 T = TypeVar("T")
 
@@ -116,6 +116,23 @@ class Gateway:
                 raise
             finally:
                 core.maybe_save_stats()
+
+    def edit(
+        self,
+        image_or_images: Any,
+        prompt: str,
+        *,
+        mask: Any = None,
+        strength: float | None = None,
+        mode: EditMode | None = None,
+        **options: Any,
+    ) -> GenerationResult:
+        """Edit input image(s) (bytes, paths, GeneratedImage or PIL images) under the same governance
+        as :meth:`generate`; the inputs are checked (decode-safety, provenance, ``input_image`` rules,
+        classifiers) before anything is reserved. See docs/editing.md."""
+        from .inputs import edit_options
+
+        return self.generate(prompt, **edit_options(image_or_images, mask, strength, mode, options))
 
     def _execute(self, run: _Run) -> GenerationResult:
         core, plan = self._core, run.plan
@@ -222,7 +239,10 @@ class AsyncGateway:
         core, keeper = self._core, self._core.keeper
         request_id = uuid.uuid4().hex
         with core.telemetry.request(request, context, request_id) as trace:
-            run = _Run(core.plan(request, context, request_id, trace), trace, time.perf_counter())
+            # An edit's input checks (decoding, C2PA) are CPU work: keep them off the event loop.
+            plan_fn = partial(core.plan, request, context, request_id, trace)
+            plan = await asyncio.to_thread(plan_fn) if request.images else plan_fn()
+            run = _Run(plan, trace, time.perf_counter())
             run.claim, run.seed_given = keeper.claim(job, request_id), seed
             blocking = keeper.blocking_io
             try:
@@ -250,6 +270,21 @@ class AsyncGateway:
                 raise
             finally:
                 core.maybe_save_stats()
+
+    async def edit(
+        self,
+        image_or_images: Any,
+        prompt: str,
+        *,
+        mask: Any = None,
+        strength: float | None = None,
+        mode: EditMode | None = None,
+        **options: Any,
+    ) -> GenerationResult:
+        """The awaited twin of :meth:`Gateway.edit`."""
+        from .inputs import edit_options
+
+        return await self.generate(prompt, **edit_options(image_or_images, mask, strength, mode, options))
 
     async def _execute(self, run: _Run) -> GenerationResult:
         core, plan = self._core, run.plan

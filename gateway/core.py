@@ -61,6 +61,7 @@ from .types import Attempt, Context, Decision, GenerationResult, ImageRequest
 if TYPE_CHECKING:
     from .archive import Archive
     from .audit import AuditLog, RequestTrace, Telemetry
+    from .inputs import InputImage
     from .ledger import Ledger, Reservation
     from .ledger.idempotency import KeyClaim
     from .policy import PolicySet
@@ -90,6 +91,7 @@ class Plan:
     context: Context
     decision: Decision
     routes: RoutePlan
+    inputs: tuple[InputImage, ...] = ()  # an edit's checked input images (gateway.inputs)
 
     def to_dict(self) -> dict[str, Any]:
         ranked = self.routes.ranked
@@ -262,11 +264,17 @@ class _Core:
     def plan(
         self, request: ImageRequest, context: Context, request_id: str | None = None, trace: Any = None
     ) -> Plan:
+        inputs: tuple[InputImage, ...] = ()
         with _step(trace, "policy"):
-            decision = self.policy.evaluate(request, context)
+            if request.images:  # an edit: its inputs are checked before anything else (gateway.inputs)
+                from .inputs import govern_inputs
+
+                inputs, decision = govern_inputs(self.policy, self.provenance, request, context)
+            else:
+                decision = self.policy.evaluate(request, context)
         with _step(trace, "routing"):
             routes = self._routes(request, decision)
-        return Plan(request_id or uuid.uuid4().hex, request, context, decision, routes)
+        return Plan(request_id or uuid.uuid4().hex, request, context, decision, routes, inputs)
 
     def _routes(self, request: ImageRequest, decision: Decision) -> RoutePlan:
         return plan_routes(
@@ -323,6 +331,10 @@ class _Core:
         }
         if p.decision.capture_prompt:
             rec["prompt"] = p.request.prompt
+        if p.request.images:
+            from .inputs import edit_record
+
+            rec.update(edit_record(p.request, p.inputs))
         rec.update(fields)
         run.records.append(rec)
         return rec
@@ -462,6 +474,8 @@ class _Core:
             seed=p.request.seed,
             prompt_sha256=hashlib.sha256(p.request.prompt.encode()).hexdigest(),
             fine_tune=fine_tune_provenance(route, result.metadata),
+            inputs=tuple((i.data, i.mime, i.sha256) for i in p.inputs if i.role == "image"),
+            edit_mode=p.request.mode,
         )
         try:
             processed = self.outputs.process(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .catalog import Catalog, Route
+from .editing import edit_eligibility
 from .ledger.pricing import estimate_cost
 from .types import INDEMNITY_ORDER, Decision, ImageRequest, RouteConstraints, atomic_write
 
@@ -178,6 +179,7 @@ ELIGIBILITY: tuple[tuple[str, Rule], ...] = (
     ("policy", _adapter_policy),
     ("capability", _capabilities),
     ("capability", _quality),
+    ("capability", edit_eligibility),
 )
 
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from .errors import InvalidRequestError
 
@@ -37,6 +37,10 @@ _NAME = r"^[A-Za-z0-9_.:@/+-]{1,128}$"
 MAX_SIDE = 4096
 MIN_SIDE = 64
 MAX_IMAGES = 16
+MAX_INPUT_IMAGES = 16
+EditMode = Literal["img2img", "inpaint", "outpaint", "variation"]
+EDIT_MODES: tuple[str, ...] = ("img2img", "inpaint", "outpaint", "variation")
+_Encoded = Annotated[bytes, Strict()]  # never coerced from str: a path string is not an image
 
 
 class ImageRequest(BaseModel):
@@ -65,6 +69,34 @@ class ImageRequest(BaseModel):
     adapter: str | None = Field(
         default=None, pattern=_NAME, description="A registered fine-tune (LoRA adapter) by name."
     )
+    # Edits (docs/editing.md): encoded input images, a mask (white or alpha 0 = repaint), strength.
+    images: tuple[_Encoded, ...] = Field(
+        default=(), max_length=MAX_INPUT_IMAGES, repr=False, description="Encoded input images."
+    )
+    mask: _Encoded | None = Field(default=None, repr=False, description="White (or alpha 0) = repaint.")
+    strength: float | None = Field(
+        default=None, ge=0.0, le=1.0, allow_inf_nan=False, description="How far an edit moves."
+    )
+    mode: EditMode | None = Field(default=None, description="Inferred: a mask means inpaint, else img2img.")
+
+    @model_validator(mode="after")
+    def _edit_fields(self) -> ImageRequest:
+        if not self.images:
+            given = [k for k, v in (("mask", self.mask), ("strength", self.strength), ("mode", self.mode))
+                     if v is not None]  # fmt: skip
+            if given:
+                raise ValueError(f"{', '.join(given)} need input images (an edit)")
+            return self
+        if self.mode is None:
+            object.__setattr__(self, "mode", "inpaint" if self.mask is not None else "img2img")
+        if self.mode in ("inpaint", "outpaint") and self.mask is None and "mask_prompt" not in self.extras:
+            raise ValueError(f"mode {self.mode!r} needs a mask")
+        return self
+
+    @property
+    def is_edit(self) -> bool:
+        """True when the request carries input images (an edit rather than a generation)."""
+        return bool(self.images)
 
     @field_validator("prompt")
     @classmethod
@@ -187,14 +219,18 @@ class Decision:
     rate_limits: tuple[RateLimit, ...] = ()
     policy_hash: str = ""
     capture_prompt: bool = False
+    inputs: tuple[Mapping[str, Any], ...] = ()  # an edit's inputs: hashes, formats, what provenance says
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "allowed": self.allowed,
             "rule_ids": list(self.rule_ids),
             "reasons": list(self.reasons),
             "policy_hash": self.policy_hash,
         }
+        if self.inputs:
+            out["inputs"] = [dict(i) for i in self.inputs]
+        return out
 
 
 # --------------------------------------------------------------------------- results

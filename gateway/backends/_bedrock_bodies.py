@@ -175,6 +175,10 @@ class BodyFamily:
 
     def build(self, call: BackendCall) -> dict[str, Any]:
         _common(call, self.limits)
+        if call.request.images:  # an edit: task bodies live in _bedrock_edit.py
+            from ._bedrock_edit import build_edit
+
+            return build_edit(self, call)
         body = self.builder(call, self.limits)
         body.update(self.fixed)
         return body

@@ -173,6 +173,10 @@ def build_input(call: BackendCall) -> dict[str, Any]:
                 f"{call.model} has no scheduler {r.scheduler!r} (has {sorted(fam.schedulers) or 'none'})"
             )
         inp[fam.scheduler] = mapped
+    if r.images:  # an edit: image, mask and strength inputs (see _replicate_edit.py)
+        from ._replicate_edit import edit_inputs
+
+        inp.update(edit_inputs(call))
     inp.update(fam.fixed)
     extra = r.extras.get("replicate")
     if isinstance(extra, Mapping):

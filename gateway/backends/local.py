@@ -162,7 +162,11 @@ class LocalBackend(Backend):
         """Run the pipeline. Billed time (``predict_time_s``) starts once the model is loaded: loading
         happens once per process and is not the request's work; ``elapsed_s`` includes it."""
         started = self._clock()
-        loaded = self._load(resolve_model_dir(call.model, dict(call.options)), _adapter_options(call))
+        loaded = self._load(
+            resolve_model_dir(call.model, dict(call.options)),
+            _adapter_options(call),
+            edit=call.request.is_edit,
+        )
         with loaded.lock:  # a pipeline object is not safe to share between threads
             run_started = self._clock()
             token = STEP_GUARD.set(step_guard(call, self._clock, run_started))
@@ -193,15 +197,20 @@ class LocalBackend(Backend):
 
     # ------------------------------------------------------------------ loading
 
-    def _load(self, path: Path, adapter: dict[str, Any] | None = None) -> _Loaded:
+    def _load(self, path: Path, adapter: dict[str, Any] | None = None, edit: bool = False) -> _Loaded:
+        base: Any = path / ":edit" if edit else path  # edits have their own runners (local_edit.py)
         key: Any = (
-            path if adapter is None else (path, adapter["adapter"], adapter.get("adapter_tensor_sha256"))
+            base if adapter is None else (base, adapter["adapter"], adapter.get("adapter_tensor_sha256"))
         )
         with self._load_lock:
             got = self._loaded.get(key)
             if got is None:
                 cls = json.loads((path / "model_index.json").read_text()).get("_class_name", "")
                 make = RUNNERS.get(cls, _diffusers_runner)
+                if edit:
+                    from .local_edit import EDIT_RUNNERS, diffusers_edit_runner
+
+                    make = EDIT_RUNNERS.get(cls, diffusers_edit_runner)
                 if adapter is None:
                     runner = make(path, self.device, self.dtype)
                 else:  # a signed LoRA: verified and applied by gateway/backends/lora.py

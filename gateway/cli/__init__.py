@@ -18,6 +18,7 @@ from .. import __version__
 # name -> (module, attribute, short help). Order is the order of `gateway --help`.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "generate": ("gateway.cli.generate", "generate", "Generate images under policy, budget and audit."),
+    "edit": ("gateway.cli.edit_cmd", "edit", "Edit images (img2img, inpaint, outpaint, variation)."),
     "explain": (
         "gateway.cli.generate",
         "explain",

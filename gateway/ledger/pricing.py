@@ -10,6 +10,7 @@ from decimal import ROUND_HALF_EVEN, ROUND_UP, Decimal
 
 from ..backends.base import Usage
 from ..catalog import ImageTier, Route
+from ..editing import priced_route
 from ..types import ImageRequest
 
 MICRO = Decimal("0.000001")
@@ -64,6 +65,7 @@ def estimate_cost(route: Route, request: ImageRequest, expected_seconds: float |
     Time-billed routes use ``expected_seconds`` (from observed history) or the card's conservative
     default; per-image routes multiply the tier price by the image count.
     """
+    route = priced_route(route, request)  # an edit may be priced apart (capabilities.edit.pricing)
     p = route.card.pricing
     if p.unit == "token":
         from .tokens import estimate_tokens_cost
@@ -83,6 +85,7 @@ def estimate_cost(route: Route, request: ImageRequest, expected_seconds: float |
 
 def actual_cost(route: Route, request: ImageRequest, usage: Usage) -> Decimal:
     """What the call cost, from the provider's own figures (images returned, predict time)."""
+    route = priced_route(route, request)
     p = route.card.pricing
     if p.unit == "token":
         from .tokens import actual_tokens_cost

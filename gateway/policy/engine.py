@@ -21,7 +21,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import ConfigError
 from ..types import Context, Decision, ImageRequest
@@ -31,6 +31,9 @@ from .loader import Placed, compose, expand, load_file, parse
 from .model import FORMAT_VERSION
 from .normalize import TermIndex
 from .rules import CompiledRule, Evaluation, RuleBase
+
+if TYPE_CHECKING:
+    from ..inputs import InputImage
 
 _PLAN_CACHE_MAX = 4096
 
@@ -145,12 +148,17 @@ class PolicySet:
         self._plans[key] = plan
         return plan
 
-    def evaluate(self, request: ImageRequest, context: Context) -> Decision:
-        """Allow with constraints, or deny listing every matching rule with a readable reason."""
+    def evaluate(
+        self, request: ImageRequest, context: Context, inputs: tuple[InputImage, ...] = ()
+    ) -> Decision:
+        """Allow with constraints, or deny listing every matching rule with a readable reason.
+
+        ``inputs`` are an edit's checked input images (:func:`gateway.inputs.check_inputs`), which
+        ``input_image`` rules decide on."""
         plan = self._plan(context)
         if not plan.checks:
             return plan.decision
-        ev = Evaluation(request, context, self._index)
+        ev = Evaluation(request, context, self._index, inputs)
         denied: list[tuple[str, str]] = []
         monitored: list[tuple[str, str]] = []
         for pos, rule in plan.checks:

@@ -32,6 +32,9 @@ from .effects import DecisionBuilder
 from .normalize import Analysis, Hit, Term, TermIndex, analyze, deobfuscate, parse_term, phrase_pattern
 from .scope import CompiledScope, Glob, Scope
 
+if TYPE_CHECKING:
+    from ..inputs import InputImage
+
 ScopeLevel = Literal["org", "team", "project", "use_case", "user"]
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 RuleId = Annotated[str, Field(pattern=RULE_ID)]
@@ -40,11 +43,14 @@ RuleId = Annotated[str, Field(pattern=RULE_ID)]
 class Evaluation:
     """Per-request state shared by every check: the prompt is analysed once, on first need."""
 
-    __slots__ = ("_analysis", "_hits", "_index", "context", "request")
+    __slots__ = ("_analysis", "_hits", "_index", "context", "inputs", "request")
 
-    def __init__(self, request: ImageRequest, context: Context, index: TermIndex) -> None:
+    def __init__(
+        self, request: ImageRequest, context: Context, index: TermIndex, inputs: tuple[InputImage, ...] = ()
+    ) -> None:
         self.request = request
         self.context = context
+        self.inputs = inputs  # an edit's checked input images (gateway.inputs), for input_image rules
         self._index = index
         self._analysis: Analysis | None = None
         self._hits: dict[int, list[Hit]] | None = None
@@ -489,6 +495,12 @@ KINDS: tuple[type[RuleBase], ...] = (
 )  # fmt: skip
 
 KIND_NAMES: tuple[str, ...] = tuple(str(get_args(k.model_fields["kind"].annotation)[0]) for k in KINDS)
+
+# Kinds defined in their own modules on the bases above (imported last: they import this module).
+from .input_rules import InputImageRule  # noqa: E402
+
+KINDS = (*KINDS, InputImageRule)
+KIND_NAMES = tuple(str(get_args(k.model_fields["kind"].annotation)[0]) for k in KINDS)
 
 if TYPE_CHECKING:
     RuleSpec = RuleBase

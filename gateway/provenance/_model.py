@@ -25,6 +25,8 @@ class ProvenanceInfo:
     prompt_sha256: str
     index: int = 0
     fine_tune: Mapping[str, Any] | None = None  # base model, adapter name + hash, dataset digest
+    inputs: tuple[tuple[bytes, str, str], ...] = field(default=(), repr=False)  # edit: (bytes, mime, sha256)
+    edit_mode: str | None = None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
@@ -29,6 +29,9 @@ from typing import Any, Literal
 from .keys import SigningMaterial
 
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+COMPOSITE_TRAINED_MEDIA = (
+    "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
+)
 SOFT_BINDING_ALG = "io.github.diffusion-gateway.watermark.v1"
 GENERATION_LABEL = "io.github.diffusion-gateway.generation"
 # Which fine-tune drew the image: base model, adapter name + SHA-256, dataset manifest digest
@@ -65,12 +68,31 @@ def build_manifest(
     soft_binding: bytes | None,
     parent_label: str | None,
     fine_tune: Mapping[str, Any] | None = None,
+    input_labels: Sequence[str] = (),
+    edit_mode: str | None = None,
 ) -> dict[str, Any]:
-    """The manifest definition handed to ``c2pa.Builder`` (pure: tested without signing)."""
+    """The manifest definition handed to ``c2pa.Builder`` (pure: tested without signing).
+
+    An edit (``input_labels``: one ingredient label per input image) opens its first input and
+    records a ``c2pa.edited`` action over all of them, declared composite with AI media.
+    """
     import base64
 
-    if parent_label is None:
+    if input_labels:
         actions: list[dict[str, Any]] = [
+            {"action": "c2pa.opened", "parameters": {"ingredientIds": [parent_label or input_labels[0]]}},
+            {
+                "action": "c2pa.edited",
+                "digitalSourceType": COMPOSITE_TRAINED_MEDIA,
+                "softwareAgent": {"name": software_agent},
+                "parameters": {
+                    "ingredientIds": list(input_labels),
+                    "description": f"{edit_mode or 'edit'} by {software_agent}",
+                },
+            },
+        ]
+    elif parent_label is None:
+        actions = [
             {
                 "action": "c2pa.created",
                 "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
@@ -118,8 +140,15 @@ def sign(
     material: SigningMaterial,
     *,
     parent: tuple[bytes, str, str] | None = None,
+    inputs: Sequence[tuple[bytes, str, str, str]] = (),
 ) -> bytes:
-    """Embed a signed manifest into ``data``. ``parent`` = (bytes, mime, label) of a C2PA-carrying input."""
+    """Embed a signed manifest into ``data``. ``parent`` = (bytes, mime, label) of a C2PA-carrying input.
+
+    ``inputs`` = (bytes, mime, label, title) of an edit's input images. Each becomes an ingredient that
+    keeps its own manifest, if it has one. C2PA allows one ``parentOf`` ingredient per manifest
+    (c2pa-rs reports ``manifest.multipleParents`` otherwise): the first input is the parent, unless a
+    provider's output manifest already is; further inputs are ``componentOf``.
+    """
     import c2pa
 
     with _signer(material) as signer, c2pa.Builder(dict(manifest), _sign_context()) as builder:
@@ -127,6 +156,10 @@ def sign(
             p_data, p_mime, label = parent
             ingredient = {"title": f"provider output ({p_mime})", "relationship": "parentOf", "label": label}
             builder.add_ingredient(ingredient, p_mime, io.BytesIO(p_data))
+        for i, (i_data, i_mime, label, title) in enumerate(inputs):
+            relationship = "parentOf" if i == 0 and parent is None else "componentOf"
+            ingredient = {"title": title, "relationship": relationship, "label": label}
+            builder.add_ingredient(ingredient, i_mime, io.BytesIO(i_data))
         out = io.BytesIO()
         builder.sign(signer, mime, io.BytesIO(data), out)
         return out.getvalue()

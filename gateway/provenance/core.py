@@ -157,10 +157,14 @@ class Provenance:
             soft_binding=payload.to_bytes() if payload is not None else None,
             parent_label="provider-output" if parent else None,
             fine_tune=info.fine_tune,
+            input_labels=[f"input-{i}" for i in range(len(info.inputs))],
+            edit_mode=info.edit_mode,
         )
         p = (parent[0], parent[1], "provider-output") if parent else None
+        ins = [(d, m, f"input-{i}", f"edit input {i} (sha256 {h[:16]})")
+               for i, (d, m, h) in enumerate(info.inputs)]  # fmt: skip
         try:
-            signed = c2pa_sign.sign(data, mime, manifest, material, parent=p)
+            signed = c2pa_sign.sign(data, mime, manifest, material, parent=p, inputs=ins)
         except Exception as exc:
             import c2pa
 
@@ -171,6 +175,7 @@ class Provenance:
             "signer_development": material.development,
             "alg": material.alg,
             "ingredient": parent is not None,
+            "input_ingredients": len(info.inputs),
             "manifest_bytes": len(signed) - len(data),
         }
         return signed

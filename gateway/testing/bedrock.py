@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote, unquote, urlsplit
 
 from ..backends._wire import ASPECT_SIZES_1MP
+from ._bedrock_edit import AMAZON_EDIT_TASKS, EditError, amazon_edit, edit_reply_images, stability_edit
 from ._http import FakeServer, Fault, RecordedRequest, Reply, Reset, png_bytes, truncate
 
 _INVOKE = re.compile(r"^/model/(?P<model>[^/]+)/invoke$")
@@ -176,9 +177,11 @@ class FakeBedrock(FakeServer):
     # ------------------------------------------------------------------ bodies
 
     def _amazon(self, body: dict[str, Any], limit: int, fault: Fault | None) -> Reply:
+        if body.get("taskType") in AMAZON_EDIT_TASKS:  # edits: gateway/testing/_bedrock_edit.py
+            return self._amazon_edit(body, fault)
         if body.get("taskType") != "TEXT_IMAGE":
             return aws_error(
-                400, "ValidationException", "Only taskType TEXT_IMAGE is supported by this fake."
+                400, "ValidationException", f"taskType {body.get('taskType')!r} is not supported here."
             )
         params = body.get("textToImageParams") or {}
         cfg = body.get("imageGenerationConfig") or {}
@@ -205,6 +208,13 @@ class FakeBedrock(FakeServer):
         prompt = body.get("prompt")
         if not isinstance(prompt, str) or not 1 <= len(prompt) <= limit:
             return aws_error(400, "ValidationException", f"prompt: length must be 1-{limit}")
+        if body.get("mode") == "image-to-image":
+            try:
+                data = stability_edit(body, fault)
+            except EditError as exc:
+                return aws_error(400, "ValidationException", str(exc))
+            seed = int(body.get("seed", 0)) or 1234
+            return self._ok({"seeds": [seed], "finish_reasons": [None], "images": edit_reply_images([data])})
         ratio = str(body.get("aspect_ratio", "1:1"))
         size = ASPECT_SIZES_1MP.get(ratio)
         if size is None or ratio in ("3:4", "4:3"):
@@ -222,6 +232,20 @@ class FakeBedrock(FakeServer):
         return self._ok(
             {"seeds": [seed], "finish_reasons": [reason], "images": [self._png(*size, seed, fault)]}
         )
+
+    def _amazon_edit(self, body: dict[str, Any], fault: Fault | None) -> Reply:
+        if fault is not None and fault.name == "content_filtered":
+            if fault.params.get("stage") == "input":
+                return aws_error(400, "ValidationException", BLOCKED)
+            return self._ok({"images": [], "error": BLOCKED_OUTPUT})
+        seed = int((body.get("imageGenerationConfig") or {}).get("seed", 0))
+        try:
+            images = amazon_edit(body, str(body["taskType"]), seed)
+        except EditError as exc:
+            return aws_error(400, "ValidationException", str(exc))
+        if fault is not None and fault.name == "truncated_image":
+            images = [truncate(d) for d in images]
+        return self._ok({"images": edit_reply_images(images), "error": None})
 
     def _png(self, w: int, h: int, seed: int, fault: Fault | None) -> str:
         data = png_bytes(w, h, seed)

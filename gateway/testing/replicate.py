@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from ..backends._wire import ASPECT_SIZES_1MP
 from ._http import FakeServer, Fault, RecordedRequest, Reply, Reset, png_bytes, truncate
+from ._replicate_files import check_file_inputs, input_image_size
 
 PROBLEM = "application/problem+json"
 NSFW_ERROR = "NSFW content detected. Try running it again, or try a different prompt."
@@ -143,6 +144,9 @@ class FakeReplicate(FakeServer):
         inp: dict[str, Any] = body["input"]
         if not isinstance(inp.get("prompt"), str) or not inp["prompt"]:
             return problem(422, "Input validation failed", "- input.prompt: prompt is required")
+        bad_file = check_file_inputs(inp)  # edits: data: URIs must hold a real image (_replicate_files.py)
+        if bad_file is not None:
+            return problem(422, "Input validation failed", bad_file)
         pid = secrets.token_hex(13)
         base = self.url
         now = dt.datetime.now(dt.UTC).isoformat()
@@ -224,6 +228,9 @@ class FakeReplicate(FakeServer):
         self._seeds[pid] = seed
 
     def _size(self, inp: Mapping[str, Any]) -> tuple[int, int]:
+        edited = input_image_size(inp)
+        if edited is not None:  # an edit answers at its input's size
+            return edited
         w, h = inp.get("width"), inp.get("height")
         if isinstance(w, int) and isinstance(h, int):
             return w, h
