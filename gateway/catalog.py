@@ -165,6 +165,21 @@ class Defaults(BaseModel):
     quality: str | None = None  # the provider word used when the request sets none (None: send none)
 
 
+class QualityRecord(Sourced):
+    """A measured quality figure for one step setting (``steps``/``scheduler`` None = the defaults).
+
+    Written from a benchmark run (``source`` names it); routing reads it against a policy's
+    ``min_quality`` floor. ``expected_seconds`` (optional) is the measured time of one call at this
+    setting, so a time-billed route's estimate follows the step count the request asks for.
+    """
+
+    metric: str = Field(min_length=1, description="e.g. class_consistency (higher is better)")
+    value: float
+    steps: int | None = Field(default=None, ge=1)
+    scheduler: Scheduler | None = None
+    expected_seconds: float | None = Field(default=None, gt=0)
+
+
 class ModelCard(BaseModel):
     model_config = _STRICT
     id: str = Field(min_length=1, description="The backend's model id.")
@@ -182,6 +197,7 @@ class ModelCard(BaseModel):
     defaults: Defaults = Defaults()
     options: dict[str, Any] = Field(default_factory=dict, description="Passed to the backend as-is.")
     fine_tune: FineTune | None = Field(default=None, description="Set for fine-tuned models (adapters).")
+    quality: tuple[QualityRecord, ...] = Field(default=(), description="Measured quality per step setting.")
 
 
 class ProviderCard(BaseModel):
