@@ -39,7 +39,7 @@ def floor_reason(x: RoutingInput) -> str | None:
     for floor in x.constraints.min_quality:
         rec = recorded(x.route.card, x.request, floor.metric)
         steps, _ = effective_setting(x.route.card, x.request)
-        at = f" at {steps} steps" if steps else ""
+        at = f" at {steps} step(s)" if steps else ""
         if rec is None:
             if floor.unmeasured == "exclude":
                 return f"no measured {floor.metric}{at} on the card (policy floor {floor.value})"

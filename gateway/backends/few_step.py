@@ -20,6 +20,7 @@ Lightning-LoRA file or folder, loaded with diffusers' ``load_lora_weights`` and 
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from collections.abc import Callable
@@ -58,9 +59,10 @@ class FewStepSpec(BaseModel):
         if scheduler is not None and scheduler != self.scheduler:
             return (f"{model} is a few-step model made for the {self.scheduler!r} scheduler; "
                     f"{scheduler!r} was asked")  # fmt: skip
-        if steps is not None and steps not in self.steps:
+        if steps not in self.steps:
             made = ", ".join(map(str, self.steps))
-            return f"{model} is made for {made} step(s) with {self.scheduler!r}; {steps} asked"
+            asked = "no step count was" if steps is None else f"{steps}"
+            return f"{model} is made for {made} step(s) with {self.scheduler!r}; {asked} asked"
         return None
 
 
@@ -131,15 +133,30 @@ def apply(pipe: Any, call: BackendCall, path: Path) -> dict[str, Any] | None:
                 pipe.fuse_lora()
                 pipe._gateway_fused_lora = want
     if spec is None:
+        if getattr(pipe, "_gateway_few_step_scheduler", None) is pipe.scheduler:
+            pipe.scheduler = pipe._gateway_base_scheduler  # a plain card after a few-step one
         return None
     r = call.request
     why = spec.refusal(call.model, r.steps, r.scheduler)
     if why:
         raise InvalidBackendRequest(why, provider="local")
-    if not hasattr(pipe, "_gateway_base_scheduler_config"):
+    if not hasattr(pipe, "_gateway_base_scheduler"):
+        pipe._gateway_base_scheduler = pipe.scheduler
         pipe._gateway_base_scheduler_config = pipe.scheduler.config
     pipe.scheduler = make_few_step_scheduler(spec.scheduler, pipe._gateway_base_scheduler_config)
-    return {"few_step": {"scheduler": spec.scheduler, "steps": r.steps, "lora": want is not None}}
+    pipe._gateway_few_step_scheduler = pipe.scheduler
+    # Step accounting for the record: the timesteps this call will run (the pipeline sets the same).
+    probe = make_few_step_scheduler(spec.scheduler, pipe._gateway_base_scheduler_config)
+    probe.set_timesteps(r.steps)
+    return {
+        "few_step": {
+            "scheduler": spec.scheduler,
+            "scheduler_class": type(pipe.scheduler).__name__,
+            "steps": r.steps,
+            "timesteps": [round(float(t)) for t in probe.timesteps],
+            "lora": want is not None,
+        }
+    }
 
 
 # ------------------------------------------------------------------ the embedded student
@@ -160,7 +177,7 @@ def tiny_digits_lcm_runner(path: Path, device: str, dtype: str) -> Runner:
         path / "unet", local_files_only=True, low_cpu_mem_usage=False, torch_dtype=_torch_dtype(dtype)
     )
     unet = unet.to(device=device).eval()
-    sched_config = LCMScheduler.from_pretrained(path / "scheduler", local_files_only=True).config
+    base_sched = LCMScheduler.from_pretrained(path / "scheduler", local_files_only=True)
     native = int(unet.config.sample_size)
     own = spec_for({}, path)
     training = json.loads((path / "training.json").read_text()) if (path / "training.json").is_file() else {}
@@ -172,7 +189,7 @@ def tiny_digits_lcm_runner(path: Path, device: str, dtype: str) -> Runner:
         if spec is not None and (why := spec.refusal(call.model, steps, r.scheduler)):
             raise InvalidBackendRequest(why, provider="local")
         digit = digit_from_prompt(r.prompt)
-        sched = LCMScheduler.from_config(sched_config)
+        sched = copy.deepcopy(base_sched)  # per call: set_timesteps and step() keep state
         sched.set_timesteps(steps)
         gen = torch.Generator(device="cpu").manual_seed(int(r.seed or 0))
         x = torch.randn((r.n, 1, native, native), generator=gen).to(device=device, dtype=unet.dtype)

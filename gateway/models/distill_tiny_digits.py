@@ -1,16 +1,27 @@
-"""Distil ``tiny-digits`` into ``tiny-digits-lcm``: a few-step student by latent-consistency distillation.
+"""Distil ``tiny-digits`` into ``tiny-digits-lcm``: a 1-8 step consistency model sampled with LCMScheduler.
 
 Why: below ~6 steps every training-free solver collapses, and the teacher pays two UNet calls per step
 for classifier-free guidance. The student (1) has guidance baked in, so one UNet call per step; (2)
 predicts x0 directly (recovering x0 from a noise prediction at t~999 on linear betas amplifies errors
-~150x); (3) is trained LCM-style, as in diffusers' ``train_lcm_distill_sd_wds.py``: a DDIM solver on a
-coarse (50-step) teacher grid bridges t -> t-20, an EMA copy of the student gives the target, and the
-loss is pseudo-Huber. Sample it with ``LCMScheduler(prediction_type="sample", original_inference_steps=50)``.
+~150x); (3) is a consistency function: it maps any x_t on the guided teacher's probability-flow ODE to
+that trajectory's end, so ``LCMScheduler(prediction_type="sample", original_inference_steps=50)``
+samples it in 1, 2, 4 or 8 steps. Initialised from the teacher's weights.
+
+Two recipes, same student, same boundary scalings (c_skip/c_out, ``timestep_scaling=10``), pseudo-Huber
+loss and an exponential moving average:
+
+``--recipe trajectory`` (shipped)
+    the guided teacher solves the ODE with DPM-Solver++ through every LCM timestep, once, for
+    ``--trajectories`` seeded noises; the student regresses each visited x_t onto its trajectory's end.
+    Every teacher call is paid once instead of once per training step.
+``--recipe lcm``
+    latent-consistency distillation as in diffusers' ``train_lcm_distill_sd_wds.py``: a DDIM hop of the
+    teacher on a 50-step grid (t -> t-20) and an EMA target network (0.95), hop by hop.
 
 Run ``python -m gateway.models.distill_tiny_digits --out DIR`` (seeded; the model card records the exact
-command). It writes a diffusers-format folder and, every ``--checkpoint-every`` steps, rewrites it
-atomically, so an interrupted run still leaves a usable student. ``--steps 3`` is the CI smoke run.
-Progress goes to stderr; the final JSON summary to stdout.
+command). It writes a diffusers-format folder and, every ``--checkpoint-every`` steps, replaces it
+atomically, so an interrupted run still leaves a usable student (``training.json`` says ``partial``).
+``--steps 3 --trajectories 20`` is the CI smoke run. Progress goes to stderr; a JSON summary to stdout.
 """
 
 from __future__ import annotations
@@ -324,18 +335,26 @@ def _info(
     }
 
 
+def lcm_scheduler(teacher_sched_config: Any) -> Any:
+    """The student's LCMScheduler: the teacher's betas, x0 ("sample") outputs, the 50-step grid."""
+    import inspect
+
+    from diffusers import LCMScheduler
+
+    known = set(inspect.signature(LCMScheduler.__init__).parameters)
+    base = {k: v for k, v in dict(teacher_sched_config).items() if k in known}  # no DDPM-only keys
+    return LCMScheduler(**{**base, "prediction_type": "sample", "original_inference_steps": SOLVER_STEPS,
+                           "timestep_scaling": TIMESTEP_SCALING, "clip_sample": True})  # fmt: skip
+
+
 def save(out: Path, unet: Any, teacher_sched_config: Any, info: dict[str, Any]) -> None:
     """Write the diffusers folder next to ``out`` then swap it in, so readers never see half a model."""
-    from diffusers import LCMScheduler
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     unet.save_pretrained(tmp / "unet", safe_serialization=True)
-    lcm = LCMScheduler.from_config(
-        teacher_sched_config, prediction_type="sample", original_inference_steps=SOLVER_STEPS,
-        timestep_scaling=TIMESTEP_SCALING, clip_sample=True,
-    )  # fmt: skip
+    lcm = lcm_scheduler(teacher_sched_config)
     lcm.save_pretrained(tmp / "scheduler")
     import diffusers
 
