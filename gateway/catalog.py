@@ -169,8 +169,9 @@ class QualityRecord(Sourced):
     """A measured quality figure for one step setting (``steps``/``scheduler`` None = the defaults).
 
     Written from a benchmark run (``source`` names it); routing reads it against a policy's
-    ``min_quality`` floor. ``expected_seconds`` (optional) is the measured time of one call at this
-    setting, so a time-billed route's estimate follows the step count the request asks for.
+    ``min_quality`` floor. ``expected_seconds`` (optional) is the measured time per image at this
+    setting: ``cheapest_meeting_quality`` ranks time-billed routes by it (every candidate measured by
+    the same run), and ``explain`` shows it as the measured cost per image.
     """
 
     metric: str = Field(min_length=1, description="e.g. class_consistency (higher is better)")

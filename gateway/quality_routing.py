@@ -59,20 +59,28 @@ def meets_all(route: Route, request: ImageRequest, floors: tuple[QualityFloor, .
 
 
 def rank_key(c: Candidate, request: ImageRequest, floors: tuple[QualityFloor, ...]) -> tuple[Any, ...]:
-    """``cheapest_meeting_quality``: routes known to meet the floors first, then cost, then quality."""
+    """``cheapest_meeting_quality``: routes known to meet the floors first, then cost, then quality.
+
+    Cost is the benchmark's measured cost at this step setting when the card records one (the same
+    run measured every candidate, so they compare like with like), else the routing estimate.
+    """
     metric = floors[0].metric if floors else "class_consistency"
     rec = recorded(c.route.card, request, metric)
-    cost = float(c.estimate_usd) if c.estimate_usd is not None else float("inf")
+    measured = measured_usd(c.route.card, request)
+    est = measured if measured is not None else c.estimate_usd
+    cost = float(est) if est is not None else float("inf")
     quality = rec.value if rec is not None else float("-inf")
     latency = c.expected_latency_s if c.expected_latency_s is not None else float("inf")
     return (not meets_all(c.route, request, floors), cost, -quality, latency)
 
 
-def expected_seconds_at(card: ModelCard, request: ImageRequest) -> float | None:
-    """A measured per-call time for this step setting, if a quality entry records one."""
+def measured_usd(card: ModelCard, request: ImageRequest) -> Decimal | None:
+    """The request's cost from a measured per-image time at this step setting (time-billed cards)."""
+    p = card.pricing
+    rate = p.usd_per_hour / 3600 if p.usd_per_hour is not None else p.usd_per_second
     for rec in _at_setting(card, request):
-        if rec.expected_seconds is not None:
-            return rec.expected_seconds * request.n
+        if rec.expected_seconds is not None and rate is not None:
+            return rate * Decimal(str(rec.expected_seconds)) * request.n
     return None
 
 
@@ -89,8 +97,11 @@ def trade(route: Route, request: ImageRequest, estimate_usd: Decimal | None) -> 
     """What ``explain`` shows per candidate: cost per image against the measured quality."""
     steps, scheduler = effective_setting(route.card, request)
     per_image = None if estimate_usd is None else str((estimate_usd / request.n).quantize(_MICRO))
+    measured = measured_usd(route.card, request)
+    measured_per_image = None if measured is None else f"{measured / request.n:.9f}"
     quality = [
         {"metric": q.metric, "value": q.value, "source": q.source, "as_of": q.as_of.isoformat()}
         for q in _at_setting(route.card, request)
     ]
-    return {"steps": steps, "scheduler": scheduler, "usd_per_image": per_image, "quality": quality}
+    return {"steps": steps, "scheduler": scheduler, "usd_per_image": per_image,
+            "measured_usd_per_image": measured_per_image, "quality": quality}  # fmt: skip

@@ -358,10 +358,7 @@ def plan_routes(
             try:
                 hist = None
                 if route.card.pricing.unit != "image":
-                    # A time measured at this step setting beats history that mixes step counts.
-                    hist = quality_routing.expected_seconds_at(route.card, request) or (
-                        (expected_seconds(route.key) if expected_seconds else None) or latency
-                    )
+                    hist = (expected_seconds(route.key) if expected_seconds else None) or latency
                 est = estimate_cost(route, request, hist)
             except ValueError as exc:
                 stage, reason = "capability", str(exc)

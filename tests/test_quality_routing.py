@@ -74,12 +74,15 @@ def test_unmeasured_rank_last_keeps_the_route_after_the_measured_ones() -> None:
     assert [c.route.model for c in p.ranked] == ["fast-good", "slow-good", "unmeasured"]
 
 
-def test_cost_follows_the_measured_seconds_of_the_step_setting() -> None:
+def test_explain_shows_cost_per_image_against_measured_quality() -> None:
     two = {c.route.model: c for c in plan(ImageRequest(prompt="a 7", n=4)).candidates}["fast-good"]
-    assert two.estimate_usd == Decimal("0.000005")  # 4 x 0.04 s at $0.10/h, rounded up to the micro-dollar
     d = two.to_dict()
-    assert (d["steps"], d["usd_per_image"]) == (2, "0.000001")
+    assert (d["steps"], d["usd_per_image"]) == (2, "0.000000")  # the estimate: card default 0.05 s per call
+    assert d["measured_usd_per_image"] == "0.000001111"  # 0.04 s per image at $0.10/h
     assert d["quality"] == [{"metric": "class_consistency", "value": 0.99, "source": "bench", "as_of": "2026-12-01"}]
+    one = {c.route.model: c for c in plan(ImageRequest(prompt="a 7", steps=1)).candidates}["fast-good"]
+    assert one.to_dict()["measured_usd_per_image"] == "0.000000556"  # 1 step: half the time
+    assert two.estimate_usd == Decimal("0.000002")  # budgets still reserve the conservative estimate
 
 
 def test_a_policy_sets_the_strategy_for_its_scope() -> None:
