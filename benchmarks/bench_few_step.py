@@ -154,6 +154,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="5 images per digit, no DDPM-1000, 3 repeats")
     ap.add_argument("--per-digit", type=int, default=50)
     ap.add_argument("--ddpm-per-digit", type=int, default=2, help="DDPM 1000 is ~70x DPM++ 10's time")
+    ap.add_argument("--no-ddpm", action="store_true", help="skip DDPM 1000 (minutes of CPU on a loaded box)")
     ap.add_argument("--repeats", type=int, default=5, help="denoising-loop timings (median)")
     ap.add_argument("--e2e-rounds", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1,
@@ -190,7 +191,7 @@ def main() -> None:
         backend.generate(backend_call(model, 0, 1, "ddim" if model == TEACHER else None, 2, 0))
     rows = []
     for label, model, sched, steps in ROWS:
-        if steps >= 1000 and args.quick:
+        if steps >= 1000 and (args.quick or args.no_ddpm):
             continue
         pd = args.ddpm_per_digit if steps >= 1000 else per_digit
         row = quality_row(backend, label + (f" ({pd * 10} images)" if steps >= 1000 else ""),
