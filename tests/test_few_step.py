@@ -73,10 +73,17 @@ def test_student_runs_one_unet_call_per_step(steps: int, backend: LocalBackend) 
     assert res.metadata["scheduler"] == "lcm" and res.metadata["digit"] == 7
 
 
-@pytest.mark.parametrize(("kw", "match"), [({"steps": 3}, "made for 1, 2, 4, 8 step"),
-                                           ({"steps": 50}, "50 asked"),
-                                           ({"scheduler": "dpm++"}, "'lcm' scheduler")])  # fmt: skip
-def test_student_refuses_what_it_is_not_made_for(kw: dict[str, Any], match: str, backend: LocalBackend) -> None:
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"steps": 3}, "made for 1, 2, 4, 8 step"),
+        ({"steps": 50}, "50 asked"),
+        ({"scheduler": "dpm++"}, "'lcm' scheduler"),
+    ],
+)
+def test_student_refuses_what_it_is_not_made_for(
+    kw: dict[str, Any], match: str, backend: LocalBackend
+) -> None:
     call = lcm_call(**kw)
     reason = backend.check(call)
     assert reason is not None and match.split("'")[0] in reason
@@ -140,23 +147,64 @@ def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     (root / "merges.txt").write_text("#version: 0.2\n")
     tok = CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"), model_max_length=16)
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
-                                attention_head_dim=2, norm_num_groups=4)  # fmt: skip
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(4, 4, 4, 4),
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        norm_num_groups=2, sample_size=64)  # fmt: skip
-    text = CLIPTextModel(CLIPTextConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2,
-                                        num_hidden_layers=1, vocab_size=len(vocab), max_position_embeddings=16,
-                                        bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=16))  # fmt: skip
-    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(4, 4, 4, 4),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        norm_num_groups=2,
+        sample_size=64,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            num_hidden_layers=1,
+            vocab_size=len(vocab),
+            max_position_embeddings=16,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+            projection_dim=16,
+        )
+    )
+    sched = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tok,
+        unet=unet,
+        scheduler=sched,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(root / "sd15-tiny")
-    unet.add_adapter(LoraConfig(r=2, lora_alpha=2, init_lora_weights=False,
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))  # fmt: skip
-    StableDiffusionPipeline.save_lora_weights(root / "lcm-lora", unet_lora_layers=get_peft_model_state_dict(unet))
+    unet.add_adapter(
+        LoraConfig(
+            r=2, lora_alpha=2, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"]
+        )
+    )
+    StableDiffusionPipeline.save_lora_weights(
+        root / "lcm-lora", unet_lora_layers=get_peft_model_state_dict(unet)
+    )
     return root / "sd15-tiny", root / "lcm-lora"
 
 
@@ -189,8 +237,13 @@ def test_lcm_lora_is_fused_with_the_lcm_scheduler_and_steps_are_counted(tiny_sd:
         finally:
             handle.remove()
         assert counter["n"] == 2  # guidance 1.0: one UNet call per step
-        assert res.metadata["few_step"] == {"scheduler": "lcm", "scheduler_class": "LCMScheduler", "steps": 2,
-                                            "timesteps": [999, 499], "lora": True}  # fmt: skip
+        assert res.metadata["few_step"] == {
+            "scheduler": "lcm",
+            "scheduler_class": "LCMScheduler",
+            "steps": 2,
+            "timesteps": [999, 499],
+            "lora": True,
+        }
         assert not torch.equal(_to_q(b, sd), base_w)  # the adapter is fused into the UNet
         assert res.images != plain.images
         # The same folder without the adapter: unfused again, not silently still LoRA'd.
@@ -205,11 +258,17 @@ def test_lcm_lora_is_fused_with_the_lcm_scheduler_and_steps_are_counted(tiny_sd:
         b.close()
 
 
-@pytest.mark.parametrize(("name", "cls", "first"), [("tcd", "TCDScheduler", 999),
-                                                    ("euler-trailing", "EulerDiscreteScheduler", 999),
-                                                    ("ddim-trailing", "DDIMScheduler", 999)])  # fmt: skip
-def test_few_step_schedulers_use_trailing_timesteps(name: str, cls: str, first: int,
-                                                    tiny_sd: tuple[Path, Path]) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "cls", "first"),
+    [
+        ("tcd", "TCDScheduler", 999),
+        ("euler-trailing", "EulerDiscreteScheduler", 999),
+        ("ddim-trailing", "DDIMScheduler", 999),
+    ],
+)
+def test_few_step_schedulers_use_trailing_timesteps(
+    name: str, cls: str, first: int, tiny_sd: tuple[Path, Path]
+) -> None:
     sd, _ = tiny_sd
     b = LocalBackend()
     try:

@@ -22,16 +22,22 @@ FLOOR = (QualityFloor("class_consistency", 0.95),)
 
 
 def card(mid: str, seconds: float, quality: list[dict[str, Any]], steps: int | None = None) -> ModelCard:
-    return ModelCard(**{
-        "id": mid, "name": mid, "regions": ["local"],
-        "licence": {"name": "L", "commercial_use": True, **SRC}, "indemnity": {"level": "none", **SRC},
-        "training_data": {"disclosed": True, **SRC}, "provenance": {**SRC},
-        "moderation": {"provider_side": False, **SRC},
-        "pricing": {"unit": "hour", "usd_per_hour": "0.10", "expected_seconds": seconds, **SRC},
-        "capabilities": {"max_images": 16, "min_side": 16, "steps": True},
-        "defaults": {"width": 256, "height": 256, "steps": steps},
-        "quality": [{**q, **SRC} for q in quality],
-    })  # fmt: skip
+    return ModelCard(
+        **{
+            "id": mid,
+            "name": mid,
+            "regions": ["local"],
+            "licence": {"name": "L", "commercial_use": True, **SRC},
+            "indemnity": {"level": "none", **SRC},
+            "training_data": {"disclosed": True, **SRC},
+            "provenance": {**SRC},
+            "moderation": {"provider_side": False, **SRC},
+            "pricing": {"unit": "hour", "usd_per_hour": "0.10", "expected_seconds": seconds, **SRC},
+            "capabilities": {"max_images": 16, "min_side": 16, "steps": True},
+            "defaults": {"width": 256, "height": 256, "steps": steps},
+            "quality": [{**q, **SRC} for q in quality],
+        }
+    )
 
 
 def cc(value: float, steps: int | None = None, seconds: float | None = None) -> dict[str, Any]:
@@ -39,12 +45,20 @@ def cc(value: float, steps: int | None = None, seconds: float | None = None) -> 
 
 
 def catalog() -> Catalog:
-    return Catalog([ProviderCard(provider="local", name="local", models=(
-        card("slow-good", 0.5, [cc(0.99, 10)], steps=10),
-        card("fast-good", 0.05, [cc(0.93, 1, 0.02), cc(0.99, 2, 0.04)], steps=2),
-        card("cheapest-bad", 0.01, [cc(0.60)]),
-        card("unmeasured", 0.03, []),
-    ))])  # fmt: skip
+    return Catalog(
+        [
+            ProviderCard(
+                provider="local",
+                name="local",
+                models=(
+                    card("slow-good", 0.5, [cc(0.99, 10)], steps=10),
+                    card("fast-good", 0.05, [cc(0.93, 1, 0.02), cc(0.99, 2, 0.04)], steps=2),
+                    card("cheapest-bad", 0.01, [cc(0.60)]),
+                    card("unmeasured", 0.03, []),
+                ),
+            )
+        ]
+    )
 
 
 def plan(req: ImageRequest, floors: tuple[QualityFloor, ...] = FLOOR, strategy: str | None = None) -> Any:
@@ -65,7 +79,9 @@ def test_quality_is_looked_up_at_the_step_setting_asked() -> None:
     p = plan(ImageRequest(prompt="a 7", steps=1))
     reasons = {c.route.model: c.reason for c in p.candidates}
     assert reasons["fast-good"] == "class_consistency 0.93 at 1 step(s) is below the policy floor 0.95"
-    assert reasons["slow-good"] == "no measured class_consistency at 1 step(s) on the card (policy floor 0.95)"
+    assert (
+        reasons["slow-good"] == "no measured class_consistency at 1 step(s) on the card (policy floor 0.95)"
+    )
     assert p.ranked == ()
 
 
@@ -79,7 +95,9 @@ def test_explain_shows_cost_per_image_against_measured_quality() -> None:
     d = two.to_dict()
     assert (d["steps"], d["usd_per_image"]) == (2, "0.000000")  # the estimate: card default 0.05 s per call
     assert d["measured_usd_per_image"] == "0.000001111"  # 0.04 s per image at $0.10/h
-    assert d["quality"] == [{"metric": "class_consistency", "value": 0.99, "source": "bench", "as_of": "2026-12-01"}]
+    assert d["quality"] == [
+        {"metric": "class_consistency", "value": 0.99, "source": "bench", "as_of": "2026-12-01"}
+    ]
     one = {c.route.model: c for c in plan(ImageRequest(prompt="a 7", steps=1)).candidates}["fast-good"]
     assert one.to_dict()["measured_usd_per_image"] == "0.000000556"  # 1 step: half the time
     assert two.estimate_usd == Decimal("0.000002")  # budgets still reserve the conservative estimate
@@ -87,8 +105,14 @@ def test_explain_shows_cost_per_image_against_measured_quality() -> None:
 
 def test_a_policy_sets_the_strategy_for_its_scope() -> None:
     decision = Decision(True, constraints=RouteConstraints(strategy="cheapest_meeting_quality"))
-    p = plan_routes(catalog(), ImageRequest(prompt="a 7"), decision, today=TODAY, now=0.0,
-                    options=RoutingOptions("fastest"))  # fmt: skip
+    p = plan_routes(
+        catalog(),
+        ImageRequest(prompt="a 7"),
+        decision,
+        today=TODAY,
+        now=0.0,
+        options=RoutingOptions("fastest"),
+    )
     assert p.strategy == "cheapest_meeting_quality"
     assert p.ranked[0].route.model == "cheapest-bad"  # no floor: measured quality breaks cost ties only
 
@@ -106,7 +130,7 @@ rules:
     assert d.constraints.min_quality == (QualityFloor("class_consistency", 0.97),)
     assert d.constraints.strategy == "cheapest_meeting_quality"
     f.write_text("version: 1\nname: q\nrules:\n  - {id: a, kind: route, min_quality: {metric: x}}\n")
-    with pytest.raises(ConfigError, match="p.yaml"):
+    with pytest.raises(ConfigError, match=r"p\.yaml"):
         PolicySet.load([f])
 
 
@@ -116,7 +140,9 @@ def test_shipped_cards_record_quality_for_both_digit_models() -> None:
     assert lcm is not None and teacher is not None
     assert {q.steps for q in lcm.card.quality} == {1, 2, 4, 8}
     assert lcm.card.options["few_step"] == {"scheduler": "lcm", "steps": [1, 2, 4, 8]}
-    assert all(q.metric == "class_consistency" and q.source for q in (*lcm.card.quality, *teacher.card.quality))
+    assert all(
+        q.metric == "class_consistency" and q.source for q in (*lcm.card.quality, *teacher.card.quality)
+    )
 
 
 def test_default_pack_synthetic_data_prefers_the_distilled_model() -> None:
