@@ -170,6 +170,22 @@ class Defaults(BaseModel):
     quality: str | None = None  # the provider word used when the request sets none (None: send none)
 
 
+class QualityRecord(Sourced):
+    """A measured quality figure for one step setting (``steps``/``scheduler`` None = the defaults).
+
+    Written from a benchmark run (``source`` names it); routing reads it against a policy's
+    ``min_quality`` floor. ``expected_seconds`` (optional) is the measured time per image at this
+    setting: ``cheapest_meeting_quality`` ranks time-billed routes by it (every candidate measured by
+    the same run), and ``explain`` shows it as the measured cost per image.
+    """
+
+    metric: str = Field(min_length=1, description="e.g. class_consistency (higher is better)")
+    value: float
+    steps: int | None = Field(default=None, ge=1)
+    scheduler: Scheduler | None = None
+    expected_seconds: float | None = Field(default=None, gt=0)
+
+
 class ModelCard(BaseModel):
     model_config = _STRICT
     id: str = Field(min_length=1, description="The backend's model id.")
@@ -187,6 +203,7 @@ class ModelCard(BaseModel):
     defaults: Defaults = Defaults()
     options: dict[str, Any] = Field(default_factory=dict, description="Passed to the backend as-is.")
     fine_tune: FineTune | None = Field(default=None, description="Set for fine-tuned models (adapters).")
+    quality: tuple[QualityRecord, ...] = Field(default=(), description="Measured quality per step setting.")
 
 
 class ProviderCard(BaseModel):

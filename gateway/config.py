@@ -30,7 +30,7 @@ def default_home() -> Path:
 
 class RoutingSettings(BaseModel):
     model_config = _STRICT
-    strategy: Literal["cheapest", "fastest", "priority", "weighted"] = "cheapest"
+    strategy: Literal["cheapest", "fastest", "priority", "weighted", "cheapest_meeting_quality"] = "cheapest"
     priority: tuple[str, ...] = ()
     weights: dict[str, float] = Field(default_factory=lambda: {"cost": 0.5, "latency": 0.5})
     max_routes: int = Field(default=3, ge=1, description="Routes tried per request (first + fallbacks).")

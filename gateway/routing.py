@@ -19,13 +19,14 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
+from . import quality_routing
 from .catalog import Catalog, Route
 from .editing import edit_eligibility
 from .ledger.pricing import estimate_cost
-from .types import INDEMNITY_ORDER, Decision, ImageRequest, RouteConstraints, atomic_write
+from .types import INDEMNITY_ORDER, Decision, ImageRequest, QualityFloor, RouteConstraints, atomic_write
 
-Strategy = Literal["cheapest", "fastest", "priority", "weighted"]
-STRATEGIES: tuple[str, ...] = ("cheapest", "fastest", "priority", "weighted")
+Strategy = Literal["cheapest", "fastest", "priority", "weighted", "cheapest_meeting_quality"]
+STRATEGIES: tuple[str, ...] = ("cheapest", "fastest", "priority", "weighted", "cheapest_meeting_quality")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +181,7 @@ ELIGIBILITY: tuple[tuple[str, Rule], ...] = (
     ("capability", _capabilities),
     ("capability", _quality),
     ("capability", edit_eligibility),
+    ("policy", lambda x: quality_routing.floor_reason(x)),  # min_quality floors (measured, per steps)
 )
 
 
@@ -280,6 +282,7 @@ class Candidate:
     estimate_usd: Decimal | None = None
     expected_latency_s: float | None = None
     stage: str | None = None  # which check dropped it: hint, policy, capability, cost, breaker, backend
+    trade: Mapping[str, Any] | None = None  # steps, cost per image, measured quality (explain)
 
     @property
     def eligible(self) -> bool:
@@ -297,6 +300,7 @@ class Candidate:
             "expected_latency_s": self.expected_latency_s,
             "indemnity": self.route.card.indemnity.level,
             "licence": self.route.card.licence.name,
+            **(dict(self.trade) if self.trade else {}),
         }
 
 
@@ -368,12 +372,23 @@ def plan_routes(
         if reason is None and backend_check is not None:
             reason = backend_check(route, request)
             stage = "backend" if reason else None
-        out.append(Candidate(route, reason, est, latency, stage))
+        trade = quality_routing.trade(route, request, est)
+        out.append(Candidate(route, reason, est, latency, stage, trade))
     eligible = [c for c in out if c.eligible]
-    return RoutePlan(opts.strategy, tuple(out), tuple(rank(eligible, opts)))
+    c = decision.constraints
+    if c.strategy is not None and c.strategy != opts.strategy:  # a policy chose this scope's strategy
+        opts = RoutingOptions(c.strategy, opts.priority, opts.weights)  # type: ignore[arg-type]
+    ranked = rank(eligible, opts, request=request, floors=c.min_quality)
+    return RoutePlan(opts.strategy, tuple(out), tuple(ranked))
 
 
-def rank(candidates: list[Candidate], opts: RoutingOptions) -> list[Candidate]:
+def rank(
+    candidates: list[Candidate],
+    opts: RoutingOptions,
+    *,
+    request: ImageRequest | None = None,
+    floors: tuple[QualityFloor, ...] = (),
+) -> list[Candidate]:
     """Order eligible candidates by the strategy; ties broken by route key (deterministic)."""
 
     def cost(c: Candidate) -> float:
@@ -399,6 +414,9 @@ def rank(candidates: list[Candidate], opts: RoutingOptions) -> list[Candidate]:
         "fastest": lambda c: (latency(c), cost(c)),
         "priority": lambda c: (priority(c), cost(c)),
         "weighted": weighted,
+        "cheapest_meeting_quality": lambda c: (
+            quality_routing.rank_key(c, request, floors) if request is not None else (cost(c), latency(c))
+        ),
     }
     key = keys[opts.strategy]
     return sorted(candidates, key=lambda c: (key(c), c.route.key))

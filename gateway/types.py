@@ -28,8 +28,10 @@ from .errors import InvalidRequestError
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-Scheduler = Literal["ddpm", "ddim", "dpm++", "euler", "euler-ancestral", "lcm"]
-SCHEDULERS: tuple[str, ...] = ("ddpm", "ddim", "dpm++", "euler", "euler-ancestral", "lcm")
+Scheduler = Literal["ddpm", "ddim", "dpm++", "euler", "euler-ancestral", "lcm",
+                    "tcd", "ddim-trailing", "euler-trailing"]  # fmt: skip
+SCHEDULERS: tuple[str, ...] = ("ddpm", "ddim", "dpm++", "euler", "euler-ancestral", "lcm",
+                               "tcd", "ddim-trailing", "euler-trailing")  # fmt: skip
 Indemnity = Literal["none", "capped", "uncapped"]
 INDEMNITY_ORDER: Mapping[str, int] = {"none": 0, "capped": 1, "uncapped": 2}
 
@@ -156,6 +158,20 @@ def _readable(exc: ValidationError, what: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class QualityFloor:
+    """A policy's minimum measured quality (e.g. class_consistency >= 0.95) for the routes it may use.
+
+    ``unmeasured`` says what happens to a route whose card records no figure for ``metric``:
+    ``exclude`` (the floor is a hard requirement) or ``rank_last`` (usable, but after every route
+    known to meet the floor; for packs that prefer measured models without banning the rest).
+    """
+
+    metric: str
+    value: float
+    unmeasured: Literal["exclude", "rank_last"] = "exclude"
+
+
+@dataclass(frozen=True, slots=True)
 class RouteConstraints:
     """What the policy allows routing to pick; routing drops every route that breaks one."""
 
@@ -172,6 +188,8 @@ class RouteConstraints:
     max_cost_usd: Decimal | None = None
     require_adapter: tuple[str, ...] | None = None  # globs over adapter names; None = no adapter needed
     require_signed_adapters: bool = True
+    min_quality: tuple[QualityFloor, ...] = ()  # every floor must hold (gateway/quality_routing.py)
+    strategy: str | None = None  # a policy's routing strategy for its scope (overrides the settings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from ..errors import BackendError, InvalidBackendRequest, ReservationExhausted, UsageError
+from . import few_step
 from .base import Backend, BackendCall, BackendResult, Usage
 
 # Scheduler names (the public vocabulary of ImageRequest.scheduler) -> diffusers class names.
@@ -151,7 +152,9 @@ class LocalBackend(Backend):
         self._load_lock = threading.Lock()
 
     def check(self, call: BackendCall) -> str | None:
-        if _class_name(call) == "TinyDigitsPipeline":
+        if (few := _few_step_check(call)) is not None:
+            return few
+        if _class_name(call) in ("TinyDigitsPipeline", few_step.LCM_CLASS):
             try:
                 digit_from_prompt(call.request.prompt)
             except InvalidBackendRequest as exc:
@@ -247,6 +250,8 @@ def make_scheduler(name: str, config: Any) -> Any:
     import diffusers
 
     cls_name = SCHEDULER_CLASSES.get(name)
+    if cls_name is None and name in few_step.FEW_STEP_SCHEDULERS:  # tcd, trailing DDIM/Euler
+        return few_step.make_few_step_scheduler(name, config)
     if cls_name is None:
         raise InvalidBackendRequest(f"unknown scheduler {name!r}", provider="local")
     return getattr(diffusers, cls_name).from_config(config)
@@ -378,9 +383,10 @@ def _diffusers_runner(path: Path, device: str, dtype: str, adapter: dict[str, An
             "output_type": "pil",
             "callback_on_step_end": _step_end_guard(r.steps),
         }
+        few = few_step.apply(pipe, call, path)  # LCM/TCD/Turbo cards: LoRA, scheduler, step counts
         kwargs = {k: v for k, v in wanted.items() if v is not None and k in accepted}
         images = pipe(**kwargs).images
-        meta: dict[str, Any] = {"pipeline": type(pipe).__name__}
+        meta: dict[str, Any] = {"pipeline": type(pipe).__name__, **(few or {})}
         if adapter_info is not None:
             meta["adapter"] = adapter_info
         return [_png(img) for img in images], meta
@@ -402,3 +408,14 @@ def _step_end_guard(steps: int | None) -> Callable[..., Any] | None:
 
 
 RUNNERS: dict[str, Callable[[Path, str, str], Runner]] = {"TinyDigitsPipeline": _tiny_digits_runner}
+RUNNERS.update(few_step.RUNNERS)
+EMBEDDED_MODELS.update(few_step.EMBEDDED_MODELS)
+
+
+def _few_step_check(call: BackendCall) -> str | None:
+    """Few-step models (cards with ``few_step``, or the distilled student) refuse other step counts."""
+    try:
+        path: Path | None = resolve_model_dir(call.model, dict(call.options))
+    except UsageError:
+        path = None
+    return few_step.check(call, path)

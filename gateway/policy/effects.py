@@ -17,6 +17,8 @@ require_signed_adapters        that mentions it says ``false`` (default ``true``
 require_adapter                intersection of the glob lists (like allowed_models)
 min_indemnity                  the highest level (none < capped < uncapped)
 max_cost_usd                   the lowest cap
+min_quality                    every floor; the highest value per metric
+strategy                       the last matching rule's (a preference, not a limit)
 on_missing (provenance)        ``deny`` beats ``quarantine``
 capture_prompt                 ``true`` only if some rule opts in and none says ``false``
 budgets, rate_limits           all of them (each is its own counter)
@@ -57,6 +59,21 @@ def _deny_wins(a: Any, b: Any) -> Any:
     return "deny" if "deny" in (a, b) else a
 
 
+def _floors(a: Any, b: Any) -> Any:
+    """Quality floors: all of them, the highest value per metric (a stricter floor only narrows)."""
+    best: dict[str, Any] = {}
+    for f in (*a, *b):
+        have = best.get(f.metric)
+        if have is None or f.value > have.value or (f.value == have.value and f.unmeasured == "exclude"):
+            best[f.metric] = f
+    return tuple(best.values())
+
+
+def _last(a: Any, b: Any) -> Any:
+    """A preference, not a limit: the later (more specific, composed-after) rule's choice wins."""
+    return b
+
+
 Merge = Callable[[Any, Any], Any]
 
 ROUTE_MERGE: dict[str, Merge] = {
@@ -73,6 +90,8 @@ ROUTE_MERGE: dict[str, Merge] = {
     "max_cost_usd": _min,
     "require_adapter": _intersect,
     "require_signed_adapters": _or,
+    "min_quality": _floors,
+    "strategy": _last,
 }
 PROVENANCE_MERGE: dict[str, Merge] = {
     "watermark_required": _or,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from ..types import Budget, Context, ImageRequest, Indemnity, RateLimit, Scheduler
+from ..types import Budget, Context, ImageRequest, Indemnity, QualityFloor, RateLimit, Scheduler
 from . import classifiers
 from .effects import DecisionBuilder
 from .normalize import Analysis, Hit, Term, TermIndex, analyze, deobfuscate, parse_term, phrase_pattern
@@ -351,6 +351,18 @@ class Limits(CheckRule):
 # ----------------------------------------------------------------------------- static effects
 
 
+class MinQuality(BaseModel):
+    """``min_quality: {metric: class_consistency, value: 0.95}``: see gateway/quality_routing.py."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    metric: str = Field(min_length=1)
+    value: float = Field(allow_inf_nan=False)
+    unmeasured: Literal["exclude", "rank_last"] = "exclude"
+
+
+RoutingStrategy = Literal["cheapest", "fastest", "priority", "weighted", "cheapest_meeting_quality"]
+
+
 class Route(RuleBase):
     """Constraints routing must respect (see gateway/routing.py). Unset fields contribute nothing."""
 
@@ -372,9 +384,14 @@ class Route(RuleBase):
     require_signed_adapters: bool | None = Field(
         default=None, description="Adapter routes must carry a valid gateway signature (default true)."
     )
+    min_quality: MinQuality | None = Field(default=None, description="A floor on cards' measured quality.")
+    strategy: RoutingStrategy | None = Field(default=None, description="Routing strategy in this scope.")
 
     def compile(self) -> CompiledRule:
-        fields = self.model_dump(include=set(_ROUTE_FIELDS), exclude_none=True)
+        fields = self.model_dump(include=set(_ROUTE_FIELDS) - {"min_quality"}, exclude_none=True)
+        if self.min_quality is not None:
+            q = self.min_quality
+            fields["min_quality"] = (QualityFloor(q.metric, q.value, q.unmeasured),)
 
         def effect(b: DecisionBuilder, ctx: Context) -> None:
             b.constrain(**fields)
