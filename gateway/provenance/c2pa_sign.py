@@ -30,6 +30,8 @@ from .keys import SigningMaterial
 
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 SOFT_BINDING_ALG = "io.github.diffusion-gateway.watermark.v1"
+SOFT_BINDING_ALG_V2 = "io.github.diffusion-gateway.watermark.v2"  # watermark_v2.ALGORITHM
+_OUR_ALGS = (SOFT_BINDING_ALG, SOFT_BINDING_ALG_V2)
 GENERATION_LABEL = "io.github.diffusion-gateway.generation"
 GENERATOR_NAME = "diffusion-gateway"
 C2paState = Literal["trusted", "valid", "invalid", "absent"]
@@ -60,6 +62,7 @@ def build_manifest(
     software_agent: str,
     soft_binding: bytes | None,
     parent_label: str | None,
+    soft_binding_alg: str = SOFT_BINDING_ALG,
 ) -> dict[str, Any]:
     """The manifest definition handed to ``c2pa.Builder`` (pure: tested without signing)."""
     import base64
@@ -81,7 +84,7 @@ def build_manifest(
         assertions.append(
             {
                 "label": "c2pa.soft-binding",
-                "data": {"alg": SOFT_BINDING_ALG, "blocks": [{"scope": {}, "value": value}]},
+                "data": {"alg": soft_binding_alg, "blocks": [{"scope": {}, "value": value}]},
             }
         )
     assertions.append({"label": GENERATION_LABEL, "data": dict(generation)})
@@ -113,6 +116,18 @@ def sign(
     parent: tuple[bytes, str, str] | None = None,
 ) -> bytes:
     """Embed a signed manifest into ``data``. ``parent`` = (bytes, mime, label) of a C2PA-carrying input."""
+    return sign_with_store(data, mime, manifest, material, parent=parent)[0]
+
+
+def sign_with_store(
+    data: bytes,
+    mime: str,
+    manifest: Mapping[str, Any],
+    material: SigningMaterial,
+    *,
+    parent: tuple[bytes, str, str] | None = None,
+) -> tuple[bytes, bytes]:
+    """:func:`sign`, also returning the manifest store (JUMBF) c2pa embedded, for the credential index."""
     import c2pa
 
     with _signer(material) as signer, c2pa.Builder(dict(manifest), _sign_context()) as builder:
@@ -121,8 +136,8 @@ def sign(
             ingredient = {"title": f"provider output ({p_mime})", "relationship": "parentOf", "label": label}
             builder.add_ingredient(ingredient, p_mime, io.BytesIO(p_data))
         out = io.BytesIO()
-        builder.sign(signer, mime, io.BytesIO(data), out)
-        return out.getvalue()
+        store = builder.sign(signer, mime, io.BytesIO(data), out)
+        return out.getvalue(), bytes(store or b"")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -198,7 +213,7 @@ def _summarise(label: str, m: Mapping[str, Any]) -> ManifestSummary:
             for act in data.get("actions") or []:
                 actions.append(str(act.get("action")))
                 dst = dst or act.get("digitalSourceType")
-        elif lbl == "c2pa.soft-binding" and data.get("alg") == SOFT_BINDING_ALG:
+        elif lbl == "c2pa.soft-binding" and data.get("alg") in _OUR_ALGS:
             blocks = data.get("blocks") or [{}]
             try:
                 soft = base64.b64decode(blocks[0].get("value", "")).hex()
