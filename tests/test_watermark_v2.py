@@ -46,7 +46,7 @@ def marked_digit() -> Image.Image:
 
 
 def test_threshold_is_the_largest_that_keeps_fp_under_1e6() -> None:
-    assert V.CANDIDATES == 16 * (V.LATTICES * V.SYMMETRIES * V.SHIFTS) * 2**V.NONCE_FLIPS == 16384
+    assert V.CANDIDATES == 16 * (V.LATTICES * V.DECODES) * (1 + 7 + 21) == 14848
     bound = V.false_positive_bound(V.CANDIDATES, V.MAX_TAG_ERRORS)
     assert bound <= 1e-6 < V.false_positive_bound(V.CANDIDATES, V.MAX_TAG_ERRORS + 1)
     exact = V.CANDIDATES * sum(comb(64, k) for k in range(V.MAX_TAG_ERRORS + 1)) / 2**64
@@ -134,8 +134,10 @@ def test_stripped_copy_finds_its_credential(tmp_path: Path) -> None:
     assert whole.ok and whole.watermark.version == 2 and whole.soft_binding_match is True
     assert whole.own_manifest_missing is False
     man = whole.c2pa.active
-    assert man is not None and man.soft_binding is not None and man.soft_binding.startswith(
-        f"{whole.watermark.key_id}{whole.watermark.nonce}"
+    assert (
+        man is not None
+        and man.soft_binding is not None
+        and man.soft_binding.startswith(f"{whole.watermark.key_id}{whole.watermark.nonce}")
     )
     stripped = Image.open(io.BytesIO(data)).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
     rep = pv.verify(encode(stripped, "JPEG", quality=80), request_id="req-v2")
@@ -160,7 +162,9 @@ def test_gateway_verify_ties_a_stripped_copy_to_its_audit_record(
     with Gateway(Settings(home=home)) as gw:
         res = gw.generate("a handwritten 4", n=1, seed=3)
     img = res.images[0]
-    assert img.watermark == "embedded" and img.metadata["provenance"]["watermark"]["method"] == "tiled sync v2"
+    assert (
+        img.watermark == "embedded" and img.metadata["provenance"]["watermark"]["method"] == "tiled sync v2"
+    )
     copy = tmp_path / "copy.jpg"
     copy.write_bytes(jpeg_copy(img.data, 85))
     capsys.readouterr()

@@ -43,12 +43,17 @@ class Lattice:
 
 
 def residual(y: NDArray[np.float32], sigma: float) -> NDArray[np.float32]:
-    """Luma minus its blur, divided by its local RMS: the picture mostly gone, the mark kept."""
+    """Luma minus its blur, divided by its local RMS: the picture mostly gone, the mark kept.
+
+    Clipped at 3 (a hard edge, e.g. the border a rotation leaves, must not outweigh the mark), and
+    zero where the image is dead flat (padding, saturated areas: nothing can be read there).
+    """
     import cv2
 
     hp = y - cv2.GaussianBlur(y, (0, 0), sigma)
-    energy = np.sqrt(cv2.GaussianBlur(hp * hp, (0, 0), 4 * sigma)) + 0.5
-    return np.asarray(hp / energy, dtype=np.float32)
+    rms = np.sqrt(cv2.GaussianBlur(hp * hp, (0, 0), 4 * sigma))
+    r = np.clip(hp / (rms + 0.5), -3.0, 3.0)
+    return np.asarray(np.where(rms > 0.2, r, 0.0), dtype=np.float32)
 
 
 def _spectrum(r: NDArray[np.float32]) -> NDArray[np.float64]:
@@ -115,7 +120,7 @@ def find_lattices(y: NDArray[np.float64], count: int) -> list[Lattice]:
     scale = WORK_SHORT / min(h, w)
     size = (max(8, round(w * scale)), max(8, round(h * scale)))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    work = cv2.resize(y.astype(np.float32), size, interpolation=interp)
+    work = np.asarray(cv2.resize(y.astype(np.float32), size, interpolation=interp), dtype=np.float32)
     r = residual(work, 2.0)
     peaks = _peaks(_spectrum(r), _F_LO, _F_HI)
     found: list[tuple[float, NDArray[np.float64]]] = []
@@ -156,8 +161,8 @@ def fold(y: NDArray[np.float64], basis: NDArray[np.float64]) -> NDArray[np.float
     pre = 1.0
     if cell > 2.0 * CANON:
         pre = 1.5 * CANON / cell
-        src = cv2.resize(src, (max(8, round(src.shape[1] * pre)), max(8, round(src.shape[0] * pre))),
-                         interpolation=cv2.INTER_AREA)  # fmt: skip
+        size = (max(8, round(src.shape[1] * pre)), max(8, round(src.shape[0] * pre)))
+        src = np.asarray(cv2.resize(src, size, interpolation=cv2.INTER_AREA), dtype=np.float32)
     m = basis * pre / PERIOD  # canonical pixel -> source pixel (linear part)
     h, w = src.shape
     corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64).T
@@ -167,13 +172,16 @@ def fold(y: NDArray[np.float64], basis: NDArray[np.float64]) -> NDArray[np.float
     offset = m @ lo
     affine = np.hstack([m, offset[:, None]]).astype(np.float64)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    warped = cv2.warpAffine(src, affine, (out_w, out_h), flags=flags, borderMode=cv2.BORDER_REFLECT)
+    warped = np.asarray(
+        cv2.warpAffine(src, affine, (out_w, out_h), flags=flags, borderMode=cv2.BORDER_REFLECT),
+        dtype=np.float32,
+    )
     valid = cv2.warpAffine(np.ones_like(src), affine, (out_w, out_h), flags=flags, borderValue=0.0)
-    valid = (valid > 0.999).astype(np.float32)
-    r = residual(warped, 0.5 * CANON) * valid
+    r = residual(warped, 0.5 * CANON)
+    valid = ((valid > 0.999) & (r != 0)).astype(np.float32)
+    r *= valid
     bins = ((np.arange(out_h)[:, None] % PERIOD) * PERIOD + np.arange(out_w)[None, :] % PERIOD).ravel()
     sums = np.bincount(bins, weights=r.ravel(), minlength=PERIOD * PERIOD)
     counts = np.bincount(bins, weights=valid.ravel(), minlength=PERIOD * PERIOD)
     folded = sums / np.maximum(counts, 1.0)
     return np.asarray(folded.reshape(PERIOD, PERIOD), dtype=np.float64)
-

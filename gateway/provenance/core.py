@@ -76,8 +76,8 @@ class Provenance:
         manifest: dict[str, Any] | None = None
         store = b""
         if c2pa:
-            out, manifest, store = self._sign(out, mime, info, soft, parent=(data, img.mime) if provider_c2pa else None,
-                                              details=details)  # fmt: skip
+            parent = (data, img.mime) if provider_c2pa else None
+            out, manifest, store = self._sign(out, mime, info, soft, parent=parent, details=details)
             c2_status = "signed"
         if soft is not None:
             self._remember(out, mime, info, soft, manifest, store, details)

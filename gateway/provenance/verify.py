@@ -153,7 +153,8 @@ class VerifyReport:
         w, c = self.watermark, self.c2pa
         head = f"{self.source or '<bytes>'}: {'OK' if self.ok else 'FAILED'}"
         if w.found:
-            wm = f"v{w.version} found (key {w.key_id}, nonce {w.nonce}, tag bits {w.bit_accuracy:.3f}, {w.hypothesis})"
+            acc = f"tag bits {w.bit_accuracy:.3f}"
+            wm = f"v{w.version} found (key {w.key_id}, nonce {w.nonce}, {acc}, {w.hypothesis})"
         elif not w.applicable or w.hmac_valid is None:
             wm = f"not checked ({w.reason})"
         else:

@@ -37,7 +37,6 @@ False positives
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 from functools import lru_cache
@@ -59,10 +58,10 @@ MIN_SIDE = 256
 MIN_DETECT_SIDE = 64  # a quarter of the smallest marked side: crops and 0.3x resizes still try
 FP_TARGET = 1e-6
 MAX_KEYS = 16
-NONCE_FLIPS = 4  # the 4 least reliable nonce bits are tried both ways
-LATTICES = 4  # lattice (rotation/scale) candidates kept from the autocorrelation
-SYMMETRIES = 8  # flips and 90-degree turns of the square tile
-SHIFTS = 2  # best crop offsets decoded per symmetry
+NONCE_WEAKEST = 7  # nonce candidates: as read, and with any 1 or 2 of its 7 least reliable bits flipped
+NONCE_CANDIDATES = 1 + NONCE_WEAKEST + NONCE_WEAKEST * (NONCE_WEAKEST - 1) // 2  # 29
+LATTICES = 4  # lattice (rotation/scale) candidates from the two strongest pairs of spectral lines
+DECODES = 8  # (symmetry, crop offset) pairs decoded per lattice, best first
 PEAKS = ((6, 2), (-2, 6))  # Fourier sync peaks, in cycles per tile along (x, y): 90 degrees apart
 PEAK_SHARE = 0.25  # share of the mark's energy in the two sinusoids (the rest in the cells)
 TARGET_PSNR = 42.3  # before 8-bit rounding (adds ~0.08 to the MSE) and clipping: lands >= 42 dB
@@ -86,8 +85,8 @@ def max_tag_errors(candidates: int, target: float = FP_TARGET, bits: int = TAG_B
     return e
 
 
-HYPOTHESES = LATTICES * SYMMETRIES * SHIFTS
-CANDIDATES = MAX_KEYS * HYPOTHESES * 2**NONCE_FLIPS
+HYPOTHESES = LATTICES * DECODES
+CANDIDATES = MAX_KEYS * HYPOTHESES * NONCE_CANDIDATES
 MAX_TAG_ERRORS = max_tag_errors(CANDIDATES)
 
 
@@ -116,7 +115,11 @@ def payload_bits(key: WatermarkKey, nonce_value: int) -> NDArray[np.float64]:
 
 def soft_binding(key: WatermarkKey, nonce_value: int) -> bytes:
     """What the C2PA soft-binding assertion carries: key id (2 bytes) | nonce (8) | tag (8)."""
-    return key.key_id.to_bytes(2, "big") + nonce_value.to_bytes(8, "big") + tag(key, nonce_value).to_bytes(8, "big")
+    return (
+        key.key_id.to_bytes(2, "big")
+        + nonce_value.to_bytes(8, "big")
+        + tag(key, nonce_value).to_bytes(8, "big")
+    )
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,7 @@ def peaks_pattern(height: int, width: int, cell_px: float) -> NDArray[np.float64
     out = np.zeros((height, width))
     for a, b in PEAKS:
         out += np.cos(2 * np.pi * (a * xs + b * ys))
-    return out / np.sqrt(len(PEAKS) / 2)
+    return np.asarray(out / np.sqrt(len(PEAKS) / 2), dtype=np.float64)
 
 
 def perceptual_mask(y: NDArray[np.float64], cell_px: float) -> NDArray[np.float64]:
@@ -318,4 +321,3 @@ __all__ = [
     "soft_binding",
     "tag",
 ]
-
