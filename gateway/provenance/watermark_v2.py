@@ -284,16 +284,22 @@ def embed_pixels(pixels: NDArray[np.uint8], mode: str, key: WatermarkKey, nonce_
     Coarse cells (96 per short side) hold up better to JPEG, blur and noise; on busy pictures the
     texture folded onto the tile can leave them too little margin, then 128 finer cells are used.
     The mark is accepted when the rounded result reads back at the known geometry with at most one
-    nonce bit and ``READBACK_MAX_TAG_ERRORS`` tag bits wrong (well inside what the detector forgives).
+    nonce bit and ``READBACK_MAX_TAG_ERRORS`` tag bits wrong (well inside what the detector forgives)
+    and the full detector, geometry search included, finds it; else the caller falls back to v1.
     """
     from ._image import apply_luma_delta, luma_of
+    from .watermark_v2_detect import detect
 
     y = luma_of(pixels, mode)
     best: tuple[int, NDArray[np.uint8]] | None = None
     for cells in CELLS_CHOICES:
         out = apply_luma_delta(pixels, mode, embed_delta(y, key, nonce_value, cells_short=cells))
-        errors = readback(luma_of(out, mode), key, nonce_value, cells)
-        if errors is not None and errors <= READBACK_MAX_TAG_ERRORS:
+        y_out = luma_of(out, mode)
+        errors = readback(y_out, key, nonce_value, cells)
+        if errors is None or errors > READBACK_MAX_TAG_ERRORS:
+            continue
+        found = detect(y_out, [key])  # the real search too: sync must lock on this picture
+        if found.found and found.nonce == nonce_value:
             best = (errors, out)
             break
     if best is None:
