@@ -85,7 +85,7 @@ def test_a_stamped_image_verifies(pv: Provenance, home: Path, caplog: pytest.Log
     assert r.watermark.request_bound
     assert r.watermark.request_index == 0
     assert r.watermark.key_id == key.key_id_hex
-    assert r.watermark.bit_accuracy == 1.0
+    assert r.watermark.bit_accuracy is not None and r.watermark.bit_accuracy >= 0.9  # v2: a few tag bits
     assert r.watermark.false_positive_bound < 1e-6
     assert r.c2pa_state == "valid"
     assert r.c2pa.notes == ("signingCredential.untrusted",)

@@ -239,11 +239,15 @@ def read_watermark(
 
     The reported false-positive bound is the sum of both searches' bounds (union bound: 9.9e-7).
     """
-    v2 = read_watermark_v2(y, width, height, keys, request_id=request_id)
-    if v2 is not None:
-        return v2
     from . import watermark_v2 as w2
 
+    v2 = read_watermark_v2(y, width, height, keys, request_id=request_id)
+    if v2 is not None:
+        v1_bound = false_positive_bound(
+            CANDIDATES_THOROUGH if thorough else CANDIDATES_DEFAULT,
+            MAX_TAG_ERRORS_THOROUGH if thorough else MAX_TAG_ERRORS_DEFAULT,
+        )
+        return replace(v2, false_positive_bound=v2.false_positive_bound + v1_bound)
     res = _read_watermark_v1(y, width, height, keys, request_id=request_id, thorough=thorough)
     extra = w2.false_positive_bound(w2.CANDIDATES, w2.MAX_TAG_ERRORS) if keys else 0.0
     return replace(res, false_positive_bound=res.false_positive_bound + extra,
