@@ -32,6 +32,8 @@ WORK_SHORT = 320  # the autocorrelation runs with the short side at this many pi
 PERIOD = TILE * CANON  # canonical tile period in pixels (48)
 _F_LO, _F_HI = 0.03, 0.4  # sync-peak frequencies searched at the working size (cycles per pixel)
 _PEAKS = 12
+MIN_PERIOD_PX = 0.75 * TILE  # shortest tile period (source pixels) worth resampling
+MAX_CANON_PIXELS = 8_000_000  # largest canonical resampling the fold will do
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,8 @@ def find_lattices(y: NDArray[np.float64], count: int) -> list[Lattice]:
         for sign in (1.0, -1.0):
             binv_t = np.stack([g1, sign * g2], axis=1) @ _K_INV
             basis = np.linalg.inv(binv_t).T / scale  # columns: tile vectors in source pixels
+            if min(np.hypot(*basis[:, 0]), np.hypot(*basis[:, 1])) < MIN_PERIOD_PX:
+                continue  # cells under 0.75 px hold nothing readable (and would blow up the fold)
             out.append(Lattice(basis, score))
     return out[:count]
 
@@ -169,6 +173,8 @@ def fold(y: NDArray[np.float64], basis: NDArray[np.float64]) -> NDArray[np.float
     canon = np.linalg.solve(m, corners)
     lo, hi = canon.min(axis=1), canon.max(axis=1)
     out_w, out_h = int(np.ceil(hi[0] - lo[0])) + 1, int(np.ceil(hi[1] - lo[1])) + 1
+    if out_w * out_h > MAX_CANON_PIXELS:  # a spurious, very fine lattice: not worth 100s of MB
+        return np.zeros((PERIOD, PERIOD))
     offset = m @ lo
     affine = np.hstack([m, offset[:, None]]).astype(np.float64)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
