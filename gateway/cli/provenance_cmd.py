@@ -29,6 +29,18 @@ def _home_and_settings(home: Path | None, config: Path | None) -> tuple[Path, di
     return (home or default_home()), {}
 
 
+def _audit_lookup(home: Path, config: Path | None) -> Any:
+    """Request id -> audit record, from the audit log of ``--config`` or the home's SQLite log."""
+    from ..provenance.credentials import audit_lookup_for
+
+    if config is not None:
+        from ..config import Settings
+
+        s = Settings.load(config)
+        return audit_lookup_for(s.resolved_audit_url, s.home / "checkpoints")
+    return audit_lookup_for(f"sqlite:///{home / 'audit.db'}", home / "checkpoints")
+
+
 @click.command("verify")
 @click.argument("images", nargs=-1, required=True, type=_FILE)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
@@ -59,7 +71,8 @@ def verify(
     pv = Provenance(home_dir, settings)
     pol = VerifyPolicy.load(policy) if policy is not None else VerifyPolicy()
     anchors = trust.read_bytes() if trust is not None else None
-    opts: dict[str, Any] = {"trust_anchors_pem": anchors, "policy": pol, "request_id": request_id}
+    opts: dict[str, Any] = {"trust_anchors_pem": anchors, "policy": pol, "request_id": request_id,
+                            "audit_lookup": _audit_lookup(home_dir, config)}  # fmt: skip
     reports = [pv.verify(p.read_bytes(), thorough=thorough, source=str(p), **opts) for p in images]
     failed = [r for r in reports if not r.ok]
     if as_json:

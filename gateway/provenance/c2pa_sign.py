@@ -33,6 +33,8 @@ COMPOSITE_TRAINED_MEDIA = (
     "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
 )
 SOFT_BINDING_ALG = "io.github.diffusion-gateway.watermark.v1"
+SOFT_BINDING_ALG_V2 = "io.github.diffusion-gateway.watermark.v2"  # watermark_v2.ALGORITHM
+_OUR_ALGS = (SOFT_BINDING_ALG, SOFT_BINDING_ALG_V2)
 GENERATION_LABEL = "io.github.diffusion-gateway.generation"
 # Which fine-tune drew the image: base model, adapter name + SHA-256, dataset manifest digest
 # (docs/finetune.md). A custom assertion: c2pa.training-mining says whether an asset may be trained
@@ -70,6 +72,7 @@ def build_manifest(
     fine_tune: Mapping[str, Any] | None = None,
     input_labels: Sequence[str] = (),
     edit_mode: str | None = None,
+    soft_binding_alg: str = SOFT_BINDING_ALG,
 ) -> dict[str, Any]:
     """The manifest definition handed to ``c2pa.Builder`` (pure: tested without signing).
 
@@ -108,7 +111,7 @@ def build_manifest(
         assertions.append(
             {
                 "label": "c2pa.soft-binding",
-                "data": {"alg": SOFT_BINDING_ALG, "blocks": [{"scope": {}, "value": value}]},
+                "data": {"alg": soft_binding_alg, "blocks": [{"scope": {}, "value": value}]},
             }
         )
     assertions.append({"label": GENERATION_LABEL, "data": dict(generation)})
@@ -149,6 +152,19 @@ def sign(
     (c2pa-rs reports ``manifest.multipleParents`` otherwise): the first input is the parent, unless a
     provider's output manifest already is; further inputs are ``componentOf``.
     """
+    return sign_with_store(data, mime, manifest, material, parent=parent, inputs=inputs)[0]
+
+
+def sign_with_store(
+    data: bytes,
+    mime: str,
+    manifest: Mapping[str, Any],
+    material: SigningMaterial,
+    *,
+    parent: tuple[bytes, str, str] | None = None,
+    inputs: Sequence[tuple[bytes, str, str, str]] = (),
+) -> tuple[bytes, bytes]:
+    """:func:`sign`, also returning the manifest store (JUMBF) c2pa embedded, for the credential index."""
     import c2pa
 
     with _signer(material) as signer, c2pa.Builder(dict(manifest), _sign_context()) as builder:
@@ -161,8 +177,8 @@ def sign(
             ingredient = {"title": title, "relationship": relationship, "label": label}
             builder.add_ingredient(ingredient, i_mime, io.BytesIO(i_data))
         out = io.BytesIO()
-        builder.sign(signer, mime, io.BytesIO(data), out)
-        return out.getvalue()
+        store = builder.sign(signer, mime, io.BytesIO(data), out)
+        return out.getvalue(), bytes(store or b"")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -240,7 +256,7 @@ def _summarise(label: str, m: Mapping[str, Any]) -> ManifestSummary:
             for act in data.get("actions") or []:
                 actions.append(str(act.get("action")))
                 dst = dst or act.get("digitalSourceType")
-        elif lbl == "c2pa.soft-binding" and data.get("alg") == SOFT_BINDING_ALG:
+        elif lbl == "c2pa.soft-binding" and data.get("alg") in _OUR_ALGS:
             blocks = data.get("blocks") or [{}]
             try:
                 soft = base64.b64decode(blocks[0].get("value", "")).hex()

@@ -67,6 +67,9 @@ class WatermarkSettings(BaseModel):
     model_config = _STRICT
     key_file: Path | None = None
     retired_key_files: tuple[Path, ...] = ()
+    version: Literal[1, 2] = Field(
+        default=2, description="Mark new outputs with v2 (re-synchronising) or v1; verify reads both."
+    )
 
 
 class ProvenanceSettings(BaseModel):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ._image import ImageDecodeError, decode, sniff_mime
 from .c2pa_sign import TRAINED_ALGORITHMIC_MEDIA, C2paResult
+from .credentials import AuditLookup, CredentialStore, summarise_audit
 from .thirdparty import ThirdPartyMark, detect_all
 from .watermark import (
     CANDIDATES_DEFAULT,
@@ -88,6 +89,7 @@ class WatermarkResult:
     false_positive_bound: float = 0.0
     keys_tried: int = 0
     reason: str | None = None
+    version: int | None = None  # 2 or 1: which of our marks was found (v2 is tried first)
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -112,6 +114,9 @@ class VerifyReport:
     source: str | None = None
     soft_binding_match: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    credential: dict[str, Any] | None = None  # the stored record the mark points to (durable credentials)
+    audit: dict[str, Any] | None = None  # the request's audit record (seq, ts, model, ...)
+    own_manifest_missing: bool | None = None  # True: mark found, this file carries no manifest of ours
 
     @property
     def c2pa_state(self) -> str:
@@ -138,6 +143,9 @@ class VerifyReport:
             "third_party_marks": [m.to_dict() for m in self.third_party],
             "c2pa": self.c2pa.to_dict(),
             "soft_binding_match": self.soft_binding_match,
+            "credential": self.credential,
+            "audit": self.audit,
+            "own_manifest_missing": self.own_manifest_missing,
         }
 
     def summary(self) -> str:
@@ -145,12 +153,14 @@ class VerifyReport:
         w, c = self.watermark, self.c2pa
         head = f"{self.source or '<bytes>'}: {'OK' if self.ok else 'FAILED'}"
         if w.found:
-            wm = f"found (key {w.key_id}, nonce {w.nonce}, tag bits {w.bit_accuracy:.3f}, {w.hypothesis})"
+            acc = f"tag bits {w.bit_accuracy:.3f}"
+            wm = f"v{w.version} found (key {w.key_id}, nonce {w.nonce}, {acc}, {w.hypothesis})"
         elif not w.applicable or w.hmac_valid is None:
             wm = f"not checked ({w.reason})"
         else:
-            wm = f"not found (best tag bits {w.bit_accuracy:.3f}, needs >= {1 - w.max_tag_errors / 80:.3f})"
+            wm = f"not found (best tag bits {w.bit_accuracy:.3f})"
         lines = [head, f"  watermark: {wm}"]
+        lines += _credential_lines(self)
         if w.request_bound is not None:
             lines.append(f"  request binding: {'matches' if w.request_bound else 'DOES NOT match'}")
         lines += [
@@ -180,7 +190,78 @@ class VerifyReport:
         return "\n".join(lines)
 
 
+def _credential_lines(r: VerifyReport) -> list[str]:
+    out = []
+    if r.own_manifest_missing:
+        out.append("  own manifest: MISSING from this file (stripped or re-encoded); the mark points to it")
+    if r.credential is not None:
+        c = r.credential
+        out.append(f"  credential: request {c.get('request_id')} image {c.get('index')}, "
+                   f"{c.get('provider')}/{c.get('model')}, made {c.get('created')}")  # fmt: skip
+    if r.audit is not None:
+        a = r.audit
+        out.append(f"  audit record: seq {a.get('seq')} at {a.get('ts')} ({a.get('event')})")
+    return out
+
+
+def read_watermark_v2(
+    y: Any, width: int, height: int, keys: Sequence[WatermarkKey], *, request_id: str | None
+) -> WatermarkResult | None:
+    """v2 first: found -> its result; not found -> None (the caller then tries v1)."""
+    from . import watermark_v2 as v2
+    from .watermark_v2_detect import detect as detect_v2
+
+    if not keys or min(width, height) < v2.MIN_DETECT_SIDE:
+        return None
+    d = detect_v2(y, keys)
+    if not d.found:
+        return None
+    key = next(k for k in keys if k.key_id == d.key_id)
+    bound = index = None
+    if request_id is not None:
+        index = next((i for i in range(MAX_INDEX) if v2.nonce(key, request_id, i) == d.nonce), None)
+        bound = index is not None
+    return WatermarkResult(
+        applicable=True,
+        found=True,
+        key_id=f"{d.key_id:04x}",
+        nonce=f"{d.nonce:016x}",
+        bit_accuracy=d.bit_accuracy,
+        tag_errors=d.tag_errors,
+        max_tag_errors=d.max_tag_errors,
+        hmac_valid=True,
+        request_bound=bound,
+        request_index=index,
+        hypothesis=d.hypothesis,
+        false_positive_bound=v2.false_positive_bound(v2.CANDIDATES, v2.MAX_TAG_ERRORS),
+        keys_tried=len(keys),
+        version=2,
+    )
+
+
 def read_watermark(
+    y: Any, width: int, height: int, keys: Sequence[WatermarkKey], *, request_id: str | None, thorough: bool
+) -> WatermarkResult:
+    """Our mark: v2 (re-synchronising) first, then v1 for images marked before v2 existed.
+
+    The reported false-positive bound is the sum of both searches' bounds (union bound: 9.9e-7).
+    """
+    from . import watermark_v2 as w2
+
+    v2 = read_watermark_v2(y, width, height, keys, request_id=request_id)
+    if v2 is not None:
+        v1_bound = false_positive_bound(
+            CANDIDATES_THOROUGH if thorough else CANDIDATES_DEFAULT,
+            MAX_TAG_ERRORS_THOROUGH if thorough else MAX_TAG_ERRORS_DEFAULT,
+        )
+        return replace(v2, false_positive_bound=v2.false_positive_bound + v1_bound)
+    res = _read_watermark_v1(y, width, height, keys, request_id=request_id, thorough=thorough)
+    extra = w2.false_positive_bound(w2.CANDIDATES, w2.MAX_TAG_ERRORS) if keys else 0.0
+    return replace(res, false_positive_bound=res.false_positive_bound + extra,
+                   version=1 if res.found else None)  # fmt: skip
+
+
+def _read_watermark_v1(
     y: Any, width: int, height: int, keys: Sequence[WatermarkKey], *, request_id: str | None, thorough: bool
 ) -> WatermarkResult:
     candidates = CANDIDATES_THOROUGH if thorough else CANDIDATES_DEFAULT
@@ -267,6 +348,8 @@ def verify_bytes(
     data: bytes,
     *,
     keys: Sequence[WatermarkKey],
+    credentials: CredentialStore | None = None,
+    audit_lookup: AuditLookup | None = None,
     trust_anchors_pem: bytes | None = None,
     policy: VerifyPolicy | None = None,
     request_id: str | None = None,
@@ -293,6 +376,7 @@ def verify_bytes(
     if ours and wm.found and c2.state != "invalid":
         soft = ours[0].soft_binding is not None and ours[0].soft_binding.startswith(f"{wm.key_id}{wm.nonce}")
     reasons = evaluate(wm, c2, policy, soft)
+    cred, audit, missing = _durable(wm, c2, credentials, audit_lookup)
     return VerifyReport(
         ok=not reasons,
         reasons=tuple(reasons),
@@ -305,4 +389,25 @@ def verify_bytes(
         sha256=digest,
         source=source,
         soft_binding_match=soft,
+        credential=cred,
+        audit=audit,
+        own_manifest_missing=missing,
     )
+
+
+def _durable(
+    wm: WatermarkResult,
+    c2: C2paResult,
+    credentials: CredentialStore | None,
+    audit_lookup: AuditLookup | None,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, bool | None]:
+    """Follow a found mark to its stored credential and audit record (durable content credentials)."""
+    if not wm.found or wm.key_id is None or wm.nonce is None:
+        return None, None, None
+    ours = c2.active is not None and c2.active.ours and c2.state != "invalid"
+    cred = credentials.get(wm.key_id, wm.nonce) if credentials is not None else None
+    audit = None
+    if cred is not None and audit_lookup is not None:
+        rec = audit_lookup(cred.request_id)
+        audit = summarise_audit(rec) if rec is not None else None
+    return (cred.to_dict() if cred is not None else None), audit, not ours

@@ -1,0 +1,329 @@
+"""Watermark v2: a keyed periodic tile on a canonical grid, re-synchronised before decoding.
+
+Why a periodic tile (and not v1's block QIM)
+    v1 reads bits from fixed 8x8 blocks, so any resize that is not undone, any rotation or flip, and
+    any crop off the 8-pixel grid moves every block and the mark is gone. v2 adds one small pattern,
+    a tile of ``TILE x TILE`` cells, repeated over the whole image. Repetition makes the mark's
+    autocorrelation a lattice of peaks whatever the picture is, and that lattice tells the detector
+    the rotation, scale, aspect change and shear the image went through (:mod:`._wm2_sync`). Flip
+    and 90-degree turns keep a square lattice, so the detector tries the eight symmetries of the
+    square; the keyed sync cells of the tile then give the crop offset by one FFT correlation per
+    symmetry. Every tile carries the whole payload, so votes pool over all tiles that survived.
+
+Canonical grid
+    The cell size is the short side divided by a cell count (96, or 128 where the picture's own
+    texture leaves 96 coarse cells too little margin), so a 256-pixel and a 2048-pixel output carry
+    the same number of cells and the mark scales with the image: a later resize changes the pixel
+    size of a cell, never what a cell holds. The detector does not need the count: it measures the
+    lattice and resamples to a canonical grid of ``CANON`` pixels per cell before decoding.
+
+Tile layout (keyed)
+    Half of the ``TILE**2`` cells are sync cells with a keyed +-1 chip; each of the other half carries
+    one payload bit times a keyed chip, through a keyed permutation. Without the key the template and
+    the layout are unknown, so a reader cannot subtract or forge the mark from one image.
+
+Payload: 128 bits = nonce (64) | tag (64)
+    ``nonce = HMAC(K, request_id, index)[:64 bits]`` identifies the output (64 bits, so deployments
+    with billions of outputs do not collide) and is the key the content-credential index uses;
+    ``tag = HMAC(K, nonce)[:64 bits]`` is the error-detecting, keyed check. The key id is not
+    embedded: every key of the ring (at most 16) is tried and counted in the bound.
+
+False positives
+    Against an image not marked with key K the expected tag of any candidate is an HMAC output,
+    independent of the pixels: its agreement with the 64 read tag bits is Binomial(64, 1/2). With
+    ``CANDIDATES`` = keys x geometry hypotheses x nonce candidates, at most ``MAX_TAG_ERRORS``
+    disagreements keep ``CANDIDATES x P(Bin(64, 1/2) <= e)`` under 1e-6 (docs/provenance.md).
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from functools import lru_cache
+from math import comb
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .watermark import WatermarkKey
+
+ALGORITHM = "io.github.diffusion-gateway.watermark.v2"  # the C2PA soft-binding algorithm name
+NONCE_BITS, TAG_BITS = 64, 64
+PAYLOAD_BITS = NONCE_BITS + TAG_BITS
+TILE = 16  # cells per tile side: 256 cells = 64 sync + 192 data (nonce bits twice, tag bits once)
+SYNC_CELLS = 64
+CELLS_CHOICES = (96, 128)  # cells along the short side: coarser first (survives JPEG/blur better)
+CANON = 3  # canonical pixels per cell in the detector
+MIN_SIDE = 256
+MIN_DETECT_SIDE = 64  # a quarter of the smallest marked side: crops and 0.3x resizes still try
+FP_TARGET = 1e-6
+MAX_KEYS = 16
+NONCE_WEAKEST = 6  # nonce candidates: as read, and with any 1 or 2 of its 6 least reliable bits flipped
+NONCE_CANDIDATES = 1 + NONCE_WEAKEST + NONCE_WEAKEST * (NONCE_WEAKEST - 1) // 2  # 22
+LATTICES = 4  # lattice (rotation/scale) candidates from the two strongest pairs of spectral lines
+DECODES = 8  # (symmetry, crop offset) pairs decoded per lattice, best first
+PEAKS = ((6, 2), (-2, 6))  # Fourier sync peaks, in cycles per tile along (x, y): 90 degrees apart
+PEAK_SHARE = 0.25  # share of the mark's energy in the two sinusoids (the rest in the cells)
+TARGET_PSNR = 42.3  # before 8-bit rounding (adds ~0.08 to the MSE) and clipping: lands >= 42 dB
+READBACK_MAX_NONCE_ERRORS, READBACK_MAX_TAG_ERRORS = 1, 3  # self-check at the known geometry
+_DOMAIN = b"diffusion-gateway/watermark/v2/"
+
+
+def false_positive_bound(candidates: int, max_errors: int, bits: int = TAG_BITS) -> float:
+    """Union bound on P(any of ``candidates`` random tags is within ``max_errors`` of what we read)."""
+    tail: float = sum(comb(bits, k) for k in range(max_errors + 1)) / 2**bits
+    return candidates * tail
+
+
+def max_tag_errors(candidates: int, target: float = FP_TARGET, bits: int = TAG_BITS) -> int:
+    """The most tag-bit errors we may forgive while the false-positive bound stays under ``target``."""
+    e = -1
+    while false_positive_bound(candidates, e + 1, bits) <= target:
+        e += 1
+    if e < 0:
+        raise ValueError(f"{candidates} candidates cannot reach a false-positive rate of {target}")
+    return e
+
+
+HYPOTHESES = LATTICES * DECODES
+CANDIDATES = MAX_KEYS * HYPOTHESES * NONCE_CANDIDATES
+MAX_TAG_ERRORS = max_tag_errors(CANDIDATES)
+
+
+# ----------------------------------------------------------------------------- keyed material
+
+
+def _mac(key: WatermarkKey, label: bytes, message: bytes) -> bytes:
+    return hmac.digest(key.secret, _DOMAIN + label + b"\0" + message, "sha256")
+
+
+def nonce(key: WatermarkKey, request_id: str, index: int = 0) -> int:
+    """64 bits bound to (request id, image index): the soft-binding value the index is keyed by."""
+    return int.from_bytes(_mac(key, b"nonce", request_id.encode() + b"\0" + str(index).encode())[:8], "big")
+
+
+def tag(key: WatermarkKey, nonce_value: int) -> int:
+    return int.from_bytes(_mac(key, b"tag", nonce_value.to_bytes(8, "big"))[:8], "big")
+
+
+def payload_bits(key: WatermarkKey, nonce_value: int) -> NDArray[np.float64]:
+    """The 128 payload bits as +-1 (nonce first, most significant bit first)."""
+    word = nonce_value << TAG_BITS | tag(key, nonce_value)
+    bits = np.array([(word >> (PAYLOAD_BITS - 1 - i)) & 1 for i in range(PAYLOAD_BITS)], dtype=np.float64)
+    return 2.0 * bits - 1.0
+
+
+def soft_binding(key: WatermarkKey, nonce_value: int) -> bytes:
+    """What the C2PA soft-binding assertion carries: key id (2 bytes) | nonce (8) | tag (8)."""
+    return (
+        key.key_id.to_bytes(2, "big")
+        + nonce_value.to_bytes(8, "big")
+        + tag(key, nonce_value).to_bytes(8, "big")
+    )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One key's tile: sync chips (0 on data cells), data chips, and which bit each data cell holds."""
+
+    sync: NDArray[np.float64]  # TILE x TILE, +-1 on sync cells, 0 elsewhere
+    chips: NDArray[np.float64]  # TILE x TILE, +-1 on data cells, 0 elsewhere
+    bit_of: NDArray[np.intp]  # TILE x TILE, payload bit of each data cell, -1 on sync cells
+
+    def tile(self, bits_pm: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Cell values of the tile carrying ``bits_pm`` (+-1 per payload bit)."""
+        data = np.where(self.bit_of >= 0, bits_pm[np.maximum(self.bit_of, 0)], 0.0) * self.chips
+        return np.asarray(self.sync + data, dtype=np.float64)
+
+
+@lru_cache(maxsize=MAX_KEYS * 2)
+def layout(key: WatermarkKey) -> Layout:
+    seed = int.from_bytes(_mac(key, b"layout", b"")[:16], "big")
+    rng = np.random.default_rng(seed)
+    cells = TILE * TILE
+    order = rng.permutation(cells)
+    sync_cells, data_cells = order[:SYNC_CELLS], order[SYNC_CELLS:]
+    sync = np.zeros(cells)
+    sync[sync_cells] = rng.choice([-1.0, 1.0], size=sync_cells.size)
+    chips = np.zeros(cells)
+    chips[data_cells] = rng.choice([-1.0, 1.0], size=data_cells.size)
+    bit_of = np.full(cells, -1, dtype=np.intp)
+    bit_of[data_cells] = np.arange(data_cells.size) % PAYLOAD_BITS  # the first 64 bits (nonce) twice
+    shape = (TILE, TILE)
+    return Layout(sync.reshape(shape), chips.reshape(shape), bit_of.reshape(shape))
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def render(cells: NDArray[np.float64], height: int, width: int, cell_px: float) -> NDArray[np.float64]:
+    """The periodic tile ``cells`` drawn over ``height x width`` pixels, ``cell_px`` pixels per cell.
+
+    Cubic interpolation between cell centres keeps the pattern smooth (its energy stays below the
+    cell frequency, where resizing, blur and JPEG leave it alone). Cell (i, j) is centred on pixel
+    ``((i + 0.5) * cell_px - 0.5, (j + 0.5) * cell_px - 0.5)``.
+    """
+    import cv2
+
+    pad = 3
+    tile = np.pad(cells.astype(np.float32), pad, mode="wrap")
+    ys = ((np.arange(height, dtype=np.float64) + 0.5) / cell_px - 0.5) % TILE + pad
+    xs = ((np.arange(width, dtype=np.float64) + 0.5) / cell_px - 0.5) % TILE + pad
+    map_x = np.broadcast_to(xs[None, :], (height, width)).astype(np.float32)
+    map_y = np.broadcast_to(ys[:, None], (height, width)).astype(np.float32)
+    out = cv2.remap(tile, map_x, map_y, interpolation=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    return np.asarray(out, dtype=np.float64)
+
+
+def peaks_pattern(height: int, width: int, cell_px: float) -> NDArray[np.float64]:
+    """The public Fourier sync: two sinusoids on the tile's reciprocal lattice, unit total power.
+
+    They are periodic with the tile, so their spectral lines give the tile lattice directly; the
+    detector finds them as the two strongest lines 90 degrees apart (see _wm2_sync).
+    """
+    period = TILE * cell_px
+    ys = (np.arange(height, dtype=np.float64) + 0.5)[:, None] / period
+    xs = (np.arange(width, dtype=np.float64) + 0.5)[None, :] / period
+    out = np.zeros((height, width))
+    for a, b in PEAKS:
+        out += np.cos(2 * np.pi * (a * xs + b * ys))
+    return np.asarray(out / np.sqrt(len(PEAKS) / 2), dtype=np.float64)
+
+
+def perceptual_mask(y: NDArray[np.float64], cell_px: float) -> NDArray[np.float64]:
+    """Relative strength per pixel: more where local texture hides the change, a floor in flat areas.
+
+    Local activity is the RMS of the luma minus its blur at cell scale; strength follows it between
+    0.6x and 1.6x of its median, and is eased off near black and white where clipping would eat it.
+    """
+    import cv2
+
+    y32 = y.astype(np.float32)
+    s = max(cell_px, 1.0)
+    hp = y32 - cv2.GaussianBlur(y32, (0, 0), s)
+    act = np.sqrt(cv2.GaussianBlur(hp * hp, (0, 0), 2 * s))
+    ref = max(float(np.median(act)), 2.0)
+    m = np.clip(act / ref, 0.6, 1.6)
+    return np.asarray(m, dtype=np.float64)
+
+
+def cell_size(height: int, width: int, cells_short: int = CELLS_CHOICES[-1]) -> float:
+    return min(height, width) / cells_short
+
+
+def embed_delta(
+    y: NDArray[np.float64],
+    key: WatermarkKey,
+    nonce_value: int,
+    target_psnr: float = TARGET_PSNR,
+    cells_short: int = CELLS_CHOICES[-1],
+) -> NDArray[np.float64]:
+    """The luma change carrying (key, nonce), scaled to ``target_psnr``.
+
+    Informed embedding: the detector's cell values are linear in the residual, so we measure what
+    the picture alone contributes to every cell of the folded tile (``host``) and what a unit mark
+    contributes (``gain``), and give each cell the amplitude that lands the fold on its target sign
+    with the host's part cancelled (improved spread spectrum, Malvar & Florencio 2003). Without it
+    the picture's own texture, folded onto the tile, outweighs a mark this faint.
+    """
+    from ._wm2_sync import fold
+    from .watermark_v2_detect import cell_values
+
+    h, w = y.shape
+    c = cell_size(h, w, cells_short)
+    target = layout(key).tile(payload_bits(key, nonce_value))
+    mask = perceptual_mask(y, c)
+    basis = np.eye(2) * TILE * c
+    budget = 255.0**2 / 10 ** (target_psnr / 10)
+    scale = np.sqrt(budget) / max(float(np.sqrt(np.mean((render(target, h, w, c) * mask) ** 2))), 1e-9)
+    unit = render(target, h, w, c) * mask * scale  # RMS sqrt(budget), cell values +-1
+    host = cell_values(fold(y, basis))
+    on = target != 0
+    gain = float(np.median((cell_values(fold(y + unit, basis)) - host)[on] * target[on]))
+    cancel = np.where(on, host / gain, 0.0) if gain > 0 else np.zeros_like(target)
+    q = render(cancel, h, w, c) * mask * scale
+    cells_budget = (1 - PEAK_SHARE) * budget
+    bq, qq = float(np.mean(unit * q)), float(np.mean(q * q))
+    lam = min(1.0, float(np.sqrt(0.7 * cells_budget / qq))) if qq > 0 else 0.0
+    disc = (lam * bq) ** 2 - budget * (lam * lam * qq - cells_budget)
+    t = (lam * bq + np.sqrt(max(disc, 0.0))) / budget
+    cells = t * unit - lam * q
+    d = cells + np.sqrt(PEAK_SHARE * budget) * peaks_pattern(h, w, c)
+    return np.asarray(d, dtype=np.float64)
+
+
+def can_embed(width: int, height: int) -> bool:
+    return min(width, height) >= MIN_SIDE
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Marked pixels and the evidence that the mark reads back before the image leaves the gateway."""
+
+    pixels: NDArray[np.uint8]
+    psnr_db: float
+    readback_tag_errors: int | None  # tag errors the detector saw on the 8-bit result (None: not found)
+
+
+def readback(y: NDArray[np.float64], key: WatermarkKey, nonce_value: int, cells_short: int) -> int | None:
+    """Tag errors read at the known geometry (None if the nonce reads wrong): the cheap self-check."""
+    from ._wm2_sync import fold
+    from .watermark_v2_detect import cell_values, soft_bits
+
+    h, w = y.shape
+    soft = soft_bits(cell_values(fold(y, np.eye(2) * TILE * cell_size(h, w, cells_short))), layout(key))
+    bits = payload_bits(key, nonce_value)
+    if np.count_nonzero(np.sign(soft[:NONCE_BITS]) != bits[:NONCE_BITS]) > READBACK_MAX_NONCE_ERRORS:
+        return None
+    return int(np.count_nonzero(np.sign(soft[NONCE_BITS:]) != bits[NONCE_BITS:]))
+
+
+def embed_pixels(pixels: NDArray[np.uint8], mode: str, key: WatermarkKey, nonce_value: int) -> Embedded:
+    """Embed into 8-bit pixels (luma only, as v1), coarse cells first, and read the result back.
+
+    Coarse cells (96 per short side) hold up better to JPEG, blur and noise; on busy pictures the
+    texture folded onto the tile can leave them too little margin, then 128 finer cells are used.
+    The mark is accepted when the rounded result reads back at the known geometry with at most one
+    nonce bit and ``READBACK_MAX_TAG_ERRORS`` tag bits wrong (well inside what the detector forgives)
+    and the full detector, geometry search included, finds it; else the caller falls back to v1.
+    """
+    from ._image import apply_luma_delta, luma_of
+    from .watermark_v2_detect import detect
+
+    y = luma_of(pixels, mode)
+    best: tuple[int, NDArray[np.uint8]] | None = None
+    for cells in CELLS_CHOICES:
+        out = apply_luma_delta(pixels, mode, embed_delta(y, key, nonce_value, cells_short=cells))
+        y_out = luma_of(out, mode)
+        errors = readback(y_out, key, nonce_value, cells)
+        if errors is None or errors > READBACK_MAX_TAG_ERRORS:
+            continue
+        found = detect(y_out, [key])  # the real search too: sync must lock on this picture
+        if found.found and found.nonce == nonce_value:
+            best = (errors, out)
+            break
+    if best is None:
+        return Embedded(pixels, float("inf"), None)
+    errors, out = best
+    mse = float(np.mean((out.astype(np.float64) - pixels.astype(np.float64)) ** 2))
+    psnr = float("inf") if mse == 0 else 10.0 * float(np.log10(255.0**2 / mse))
+    return Embedded(out, psnr, errors)
+
+
+__all__ = [
+    "ALGORITHM",
+    "CANDIDATES",
+    "MAX_TAG_ERRORS",
+    "Embedded",
+    "Layout",
+    "can_embed",
+    "embed_delta",
+    "embed_pixels",
+    "false_positive_bound",
+    "layout",
+    "max_tag_errors",
+    "nonce",
+    "payload_bits",
+    "soft_binding",
+    "tag",
+]
