@@ -59,7 +59,7 @@ def test_every_shipped_time_billed_card_is_covered() -> None:
 
 
 def test_estimates_scale_with_images_and_steps() -> None:
-    (local,) = [r for r in TIME_BILLED if r.provider == "local"]
+    (local,) = [r for r in TIME_BILLED if r.key == "local/tiny-digits"]
     one = expected_seconds(local, ImageRequest.build("7", n=1, steps=10))
     eight = expected_seconds(local, ImageRequest.build("7", n=8, steps=10))
     assert eight == pytest.approx(8 * one)
