@@ -82,7 +82,8 @@ def test_every_scheduler_draws(scheduler: str, backend: LocalBackend) -> None:
 def test_usage_is_measured(backend: LocalBackend) -> None:
     res = backend.generate(call("one", n=3, steps=5))
     assert res.usage.images == 3
-    assert res.usage.elapsed_s > 0 and res.usage.predict_time_s == res.usage.elapsed_s
+    # Billed time starts once the model is loaded (the local backend's contract): never above the wall.
+    assert res.usage.predict_time_s is not None and 0 < res.usage.predict_time_s <= res.usage.elapsed_s
     assert res.usage.hardware == "cpu"
 
 
