@@ -65,7 +65,8 @@ def _break_watermark(monkeypatch: pytest.MonkeyPatch, gw: Gateway) -> None:
     def boom(*_a: Any, **_k: Any) -> Any:
         raise RuntimeError("watermark embedder crashed")
 
-    monkeypatch.setattr("gateway.provenance.core.embed_pixels", boom)
+    monkeypatch.setattr("gateway.provenance.core.embed_pixels", boom)  # v1
+    monkeypatch.setattr("gateway.provenance.core.Provenance._embed", boom)  # v2 (the default) and v1
 
 
 def _break_c2pa(monkeypatch: pytest.MonkeyPatch, gw: Gateway) -> None:
@@ -73,6 +74,7 @@ def _break_c2pa(monkeypatch: pytest.MonkeyPatch, gw: Gateway) -> None:
         raise ModuleNotFoundError("No module named 'c2pa'", name="c2pa")
 
     monkeypatch.setattr("gateway.provenance.c2pa_sign.sign", boom)
+    monkeypatch.setattr("gateway.provenance.c2pa_sign.sign_with_store", boom)  # what stamping calls
 
 
 def _break_audit(monkeypatch: pytest.MonkeyPatch, gw: Gateway) -> None:
