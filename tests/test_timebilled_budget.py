@@ -35,7 +35,9 @@ from gateway.testing import FakeReplicate
 from gateway.types import ImageRequest
 from tests.ledger_support import STORES, drop_schema, with_schema
 
-TIME_BILLED = [r for r in Catalog.default() if time_billed(r)]
+# tiny-digits-lcm runs only at 1, 2, 4 or 8 steps (tests/test_few_step.py); the random steps here
+# are for the cards that take any step count.
+TIME_BILLED = [r for r in Catalog.default() if time_billed(r) and r.key != "local/tiny-digits-lcm"]
 NO_RETRY = RetryPolicy(max_attempts=1, base_backoff_s=0, max_backoff_s=0, max_retry_after_s=0, jitter=False)
 
 
