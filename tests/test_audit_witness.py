@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Iterator
 from hashlib import sha256
@@ -406,4 +405,3 @@ def test_no_secret_in_witness_errors(home: Path) -> None:
     assert "hunter2secret" not in str(exc.value)
     gaps = (home / "checkpoints" / "witness-gaps.jsonl").read_text()
     assert "hunter2secret" not in gaps
-    assert os.environ.get("GATEWAY_HOME")
