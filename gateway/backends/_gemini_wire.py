@@ -1,8 +1,15 @@
 """Pure helpers of the Gemini image backends (Developer API and Vertex AI): request, response, errors.
 
-No I/O and no ``google.genai`` import. :func:`request_parts` builds the user turn (text now; an edit
-appends ``inline_data`` image parts to the same list) and :func:`generate_config` the
-``GenerateContentConfig`` as a plain dict (the client accepts dicts and validates them itself).
+No I/O and no ``google.genai`` import. :func:`request_parts` builds the user turn (the prompt, then
+an edit's input images as ``inline_data`` parts with their real MIME types) and
+:func:`generate_config` the ``GenerateContentConfig`` as a plain dict (the client accepts dicts and
+validates them itself).
+
+Edits: Gemini image models edit by instruction. They take reference images and a prompt, but no mask
+and no strength, so the modes are ``img2img`` (change the image as the prompt says) and ``variation``
+(one or more reference images); inpainting and outpainting are refused here and, through the cards'
+``capabilities.edit``, dropped by routing with a reason rather than approximated by describing a
+region in words.
 
 Gemini image models take an aspect ratio and an image size (``1K|2K|4K``), not pixels: a request's
 ``width x height`` must be one of the documented sizes (1K row of :data:`ASPECT_1K`, doubled for 2K,
@@ -30,8 +37,15 @@ from ..errors import (
     InvalidBackendRequest,
     RateLimited,
 )
-from ._openai_wire import retry_after_from_headers
-from ._wire import redact, validate_image
+from ._wire import (
+    TOKEN_KEYS,
+    error_object,
+    no_tokens,
+    redact,
+    retry_after_from_headers,
+    sniff_mime,
+    validate_image,
+)
 from .base import BackendCall
 
 # Gemini 2.5 Flash Image sizes per aspect ratio at 1K (Google's image-generation guide).
@@ -93,9 +107,31 @@ def size_config(call: BackendCall, provider: str) -> dict[str, str]:
     )
 
 
-def request_parts(call: BackendCall) -> list[dict[str, Any]]:
-    """The user turn's parts. Generation sends the prompt only; an edit adds its images here."""
-    return [{"text": call.request.prompt}]
+EDIT_MODES = ("img2img", "variation")
+
+
+def request_parts(
+    call: BackendCall, provider: str = "google-gemini", *, files: bool = True
+) -> list[dict[str, Any]]:
+    """The user turn's parts: the prompt, then each input image of an edit as ``inline_data`` (the
+    client base64-encodes the bytes). ``files=False`` validates an edit without building its parts."""
+    r = call.request
+    parts: list[dict[str, Any]] = [{"text": r.prompt}]
+    if not r.images:
+        return parts
+    if r.mode not in EDIT_MODES or r.mask is not None:
+        raise InvalidBackendRequest(
+            f"{call.model} edits by instruction ({', '.join(EDIT_MODES)}): it takes no mask, so "
+            f"{r.mode} is not offered", provider=provider)  # fmt: skip
+    if r.strength is not None:
+        raise InvalidBackendRequest(f"{call.model} edits take no strength", provider=provider)
+    for i, data in enumerate(r.images):
+        mime = sniff_mime(data)
+        if mime is None:
+            raise InvalidBackendRequest(f"input image {i} is not PNG, JPEG or WebP", provider=provider)
+        if files:
+            parts.append({"inline_data": {"mime_type": mime, "data": data}})
+    return parts
 
 
 def generate_config(call: BackendCall, provider: str, timeout_ms: int | None = None) -> dict[str, Any]:
@@ -141,9 +177,7 @@ def _enum(value: Any) -> str:
 
 def usage_tokens(meta: Any) -> dict[str, int | None]:
     """``usageMetadata`` -> our four counts: per-modality details when given, totals otherwise."""
-    out: dict[str, int | None] = dict.fromkeys(
-        ("input_text_tokens", "input_image_tokens", "output_image_tokens", "output_text_tokens")
-    )
+    out = no_tokens()
     if meta is None:
         return out
 
@@ -214,9 +248,8 @@ def parse_response(response: Any, *, provider: str, label: str) -> ParsedCandida
 
 def sum_tokens(parts: Sequence[Mapping[str, int | None]]) -> dict[str, int | None]:
     """Add per-call counts; a kind stays None only if no call reported it."""
-    keys = ("input_text_tokens", "input_image_tokens", "output_image_tokens", "output_text_tokens")
     out: dict[str, int | None] = {}
-    for k in keys:
+    for k in TOKEN_KEYS:
         values = [p.get(k) for p in parts if p.get(k) is not None]
         out[k] = sum(v for v in values if v is not None) if values else None
     return out
@@ -249,8 +282,7 @@ def api_error(
     secrets: Iterable[str | None] = (),
 ) -> BackendError:
     """``{"error": {"code", "message", "status", "details"}}`` -> our tree."""
-    err = body.get("error", body) if isinstance(body, Mapping) else {}
-    err = err if isinstance(err, Mapping) else {}
+    err = error_object(body)
     text = redact(str(message or err.get("message") or ""), secrets)
     status = status or str(err.get("status") or "")
     msg = f"{label} HTTP {code}" + (f" {status}" if status else "") + (f": {text}" if text else "")
@@ -276,6 +308,7 @@ def api_error(
 
 __all__ = [
     "ASPECT_1K",
+    "EDIT_MODES",
     "FILTERED_FINISH",
     "ParsedCandidate",
     "api_error",

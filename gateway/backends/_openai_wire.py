@@ -1,8 +1,9 @@
 """Pure helpers of the OpenAI Images backends (OpenAI and Azure OpenAI): request fields, responses, errors.
 
-No I/O and no ``openai`` import, so the sync and async paths, ``check()`` and an edit path share them.
-An edit (``/images/edits``) differs only in the endpoint and the image parts: :func:`common_fields`
-is the part of the body both endpoints take, :func:`generate_fields` adds what only generation takes.
+No I/O and no ``openai`` import, so the sync and async paths and ``check()`` share them. An edit
+(``/images/edits``, multipart) differs in the endpoint and the image parts: :func:`common_fields` is
+the part of the body both endpoints take, :func:`generate_fields` adds what only generation takes and
+:func:`edit_fields` what only an edit takes (see its docstring for the modes and the mask).
 
 Two families speak this API with different rules (OpenAI's API reference, read from openai-python):
 
@@ -34,7 +35,7 @@ from ..errors import (
     InvalidBackendRequest,
     RateLimited,
 )
-from ._wire import parse_retry_after, redact, validate_image
+from ._wire import error_object, no_tokens, redact, retry_after_from_headers, sniff_mime, validate_image
 from .base import BackendCall
 
 FAMILIES = ("gpt-image", "dall-e")
@@ -58,7 +59,9 @@ def family_of(call: BackendCall) -> str:
     return fam
 
 
-def common_fields(call: BackendCall, model: str, provider: str) -> dict[str, Any]:
+def common_fields(
+    call: BackendCall, model: str, provider: str, extras: Mapping[str, frozenset[str]] = EXTRAS
+) -> dict[str, Any]:
     """Body fields that generation and edits share: model, prompt, n, size, quality, extras."""
     r, fam = call.request, family_of(call)
     fields: dict[str, Any] = {"model": model, "prompt": r.prompt, "n": r.n}
@@ -66,13 +69,14 @@ def common_fields(call: BackendCall, model: str, provider: str) -> dict[str, Any
         fields["size"] = f"{r.width}x{r.height}"
     if r.quality is not None:
         fields["quality"] = r.quality
-    unknown = sorted(set(r.extras) - EXTRAS[fam] - {"quality"})
+    allowed = extras[fam]
+    unknown = sorted(set(r.extras) - allowed - {"quality"})
     if unknown:
         raise InvalidBackendRequest(
-            f"{call.model} does not take {', '.join(unknown)} (accepts {', '.join(sorted(EXTRAS[fam]))})",
+            f"{call.model} does not take {', '.join(unknown)} (accepts {', '.join(sorted(allowed))})",
             provider=provider,
         )
-    fields.update({k: v for k, v in r.extras.items() if k in EXTRAS[fam]})
+    fields.update({k: v for k, v in r.extras.items() if k in allowed})
     if fam == "dall-e":
         fields["response_format"] = "b64_json"
     return fields
@@ -83,6 +87,79 @@ def generate_fields(call: BackendCall, model: str, provider: str) -> dict[str, A
     if call.request.negative_prompt:
         raise InvalidBackendRequest(f"{call.model} takes no negative prompt", provider=provider)
     return common_fields(call, model, provider)
+
+
+# --------------------------------------------------------------------------- edits
+
+# What /images/edits does with input images, by our mode (the endpoint serves GPT-image models only;
+# DALL·E 2, the one DALL·E model it took, and /images/variations are retired).
+EDIT_MODES = ("img2img", "inpaint", "variation")
+# Edits take neither ``moderation`` nor ``style``; ``input_fidelity`` (low|high) is edit-only.
+EDIT_EXTRAS: Mapping[str, frozenset[str]] = {
+    "gpt-image": frozenset({"background", "output_format", "output_compression", "input_fidelity", "user"}),
+    "dall-e": frozenset(),
+}
+_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    from ..editing import input_header
+
+    head = input_header(data)
+    return None if head is None else (head[1], head[2])
+
+
+def edit_fields(call: BackendCall, model: str, provider: str, *, files: bool = True) -> dict[str, Any]:
+    """Keyword arguments for ``client.images.edit`` (the multipart body of /images/edits).
+
+    Modes: ``inpaint`` (a mask: the first image is repainted where the mask says), ``img2img`` (no
+    mask: the prompt says what to change) and ``variation`` (no mask, one or more reference images;
+    OpenAI's own advice since /images/variations was retired). No strength and no negative prompt.
+
+    Images go as ``(name, bytes, mime)`` with their real type (bare bytes would be sent as
+    application/octet-stream, which the API refuses); one image is the ``image`` part, several are
+    repeated ``image[]`` parts (the client's array encoding). The mask is converted from the
+    gateway's convention (white or alpha 0 = repaint) to OpenAI's: an RGBA PNG of the first image's
+    size, transparent (alpha 0) where to edit. ``files=False`` validates without encoding (``check``).
+    """
+    r = call.request
+    if family_of(call) != "gpt-image":
+        raise InvalidBackendRequest(f"{call.model} does not edit (/images/edits takes GPT-image models)",
+                                    provider=provider)  # fmt: skip
+    if r.mode not in EDIT_MODES:
+        raise InvalidBackendRequest(f"{call.model} edits by {', '.join(EDIT_MODES)}, not {r.mode!r}",
+                                    provider=provider)  # fmt: skip
+    if r.negative_prompt or r.strength is not None:
+        what = "a negative prompt" if r.negative_prompt else "a strength"
+        raise InvalidBackendRequest(f"{call.model} edits take no {what}", provider=provider)
+    if (r.mask is not None) != (r.mode == "inpaint"):
+        raise InvalidBackendRequest(f"{call.model}: a mask goes with inpaint, and inpaint needs one "
+                                    "(OpenAI takes no mask prompt)", provider=provider)  # fmt: skip
+    mimes = [sniff_mime(d) for d in r.images]
+    if not r.images or None in mimes:
+        raise InvalidBackendRequest("edit inputs must be PNG, JPEG or WebP images", provider=provider)
+    if r.mask is not None and _image_size(r.mask) != _image_size(r.images[0]):
+        raise InvalidBackendRequest(f"the mask must have input image 0's size {_image_size(r.images[0])}",
+                                    provider=provider)  # fmt: skip
+    fields = common_fields(call, model, provider, EDIT_EXTRAS)
+    if not files:
+        return fields
+    parts = [
+        (f"image-{i}.{_EXT[str(m)]}", d, str(m)) for i, (d, m) in enumerate(zip(r.images, mimes, strict=True))
+    ]
+    fields["image"] = parts[0] if len(parts) == 1 else parts
+    if r.mask is not None:
+        from ..inputs import alpha_mask_png
+
+        fields["mask"] = ("mask.png", alpha_mask_png(r.mask), "image/png")
+    return fields
+
+
+def request_fields(call: BackendCall, model: str, provider: str, *, files: bool = True) -> dict[str, Any]:
+    """The fields of ``call``'s request: an edit when it carries input images, else a generation."""
+    if call.request.images:
+        return edit_fields(call, model, provider, files=files)
+    return generate_fields(call, model, provider)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +181,7 @@ def _get(obj: Any, name: str) -> Any:
 def usage_tokens(usage: Any) -> dict[str, int | None]:
     """OpenAI ``usage`` -> our four counts (None where the response did not say)."""
     if usage is None:
-        return dict.fromkeys(
-            ("input_text_tokens", "input_image_tokens", "output_image_tokens", "output_text_tokens")
-        )
+        return no_tokens()
     inp, out = _get(usage, "input_tokens_details"), _get(usage, "output_tokens_details")
     output_image = _get(out, "image_tokens")
     if out is None:  # older responses: every output token is an image token
@@ -173,21 +248,6 @@ _ERR_BY_STATUS: Mapping[int, type[BackendError]] = {
 _QUOTA = re.compile(r"insufficient_quota|billing", re.IGNORECASE)
 
 
-def retry_after_from_headers(headers: Mapping[str, str] | None) -> float | None:
-    """``retry-after-ms`` first (milliseconds), then ``retry-after`` (seconds or an HTTP date)."""
-    if not headers:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            value = float(ms) / 1000.0
-        except ValueError:
-            value = -1.0
-        if value >= 0:
-            return value
-    return parse_retry_after(headers.get("retry-after"))
-
-
 def status_error(
     status: int,
     body: Any,
@@ -198,8 +258,7 @@ def status_error(
     secrets: Iterable[str | None] = (),
 ) -> BackendError:
     """Map an HTTP error answer (``{"error": {message, type, param, code}}``) into our tree."""
-    err = body.get("error", body) if isinstance(body, Mapping) else {}
-    err = err if isinstance(err, Mapping) else {}
+    err = error_object(body)
     code = str(err.get("code") or "")
     inner = err.get("inner_error") or err.get("innererror") or {}
     inner_code = str(inner.get("code") or "") if isinstance(inner, Mapping) else ""
@@ -229,14 +288,18 @@ def transport_error(kind: str, detail: str, *, provider: str, label: str) -> Bac
 
 
 __all__ = [
+    "EDIT_EXTRAS",
+    "EDIT_MODES",
     "EXTRAS",
     "FAMILIES",
     "MODERATION_CODES",
     "ParsedImages",
     "common_fields",
+    "edit_fields",
     "family_of",
     "generate_fields",
     "parse_images",
+    "request_fields",
     "retry_after_from_headers",
     "status_error",
     "transport_error",

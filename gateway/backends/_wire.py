@@ -1,4 +1,5 @@
-"""Pure helpers shared by the remote backends: redaction, Retry-After, sizes, image checks.
+"""Pure helpers shared by the remote backends: redaction, Retry-After, error bodies, token counts,
+sizes, image checks.
 
 Nothing here does I/O, so the same code serves the sync and async paths and ``check()``.
 """
@@ -12,6 +13,7 @@ import re
 import warnings
 from collections.abc import Iterable, Mapping
 from math import gcd
+from typing import Any
 
 from ..errors import BadResponse
 
@@ -60,6 +62,36 @@ def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> f
     if seconds != seconds or seconds < 0:  # NaN or in the past
         return 0.0 if seconds == seconds else None
     return seconds
+
+
+def retry_after_from_headers(headers: Mapping[str, str] | None) -> float | None:
+    """``retry-after-ms`` first (milliseconds, OpenAI and Google), then ``retry-after``."""
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            value = float(ms) / 1000.0
+        except ValueError:
+            value = -1.0
+        if value >= 0:
+            return value
+    return parse_retry_after(headers.get("retry-after"))
+
+
+def error_object(body: object) -> Mapping[str, Any]:
+    """The ``error`` object of a JSON error answer (``{"error": {...}}`` or the bare object), else {}."""
+    err = body.get("error", body) if isinstance(body, Mapping) else {}
+    return err if isinstance(err, Mapping) else {}
+
+
+# The four token counts a token-priced response reports (OpenAI ``usage``, Gemini ``usageMetadata``).
+TOKEN_KEYS = ("input_text_tokens", "input_image_tokens", "output_image_tokens", "output_text_tokens")
+
+
+def no_tokens() -> dict[str, int | None]:
+    """Every count unknown (a response that said nothing)."""
+    return dict.fromkeys(TOKEN_KEYS)
 
 
 _THROTTLE_HINT = re.compile(r"resets in ~?\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)

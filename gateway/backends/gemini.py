@@ -21,9 +21,7 @@ planning and ``import gateway`` never pay for it.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -37,11 +35,13 @@ from ._gemini_wire import (
     request_parts,
     sum_tokens,
 )
-from .base import Backend, BackendCall, BackendResult, Usage
+from ._sdk import SdkBackend
+from .base import BackendCall, BackendResult, Usage
 
 # Transport exception class names (httpx and httpx2 share them) -> what they mean for a resend.
 _TRANSPORT: tuple[tuple[str, type[BackendError]], ...] = (
     ("TimeoutException", BackendTimeout),
+    ("TimeoutError", BackendTimeout),  # the async path over aiohttp: asyncio's (= the builtin) timeout
     ("TransportError", BackendUnavailable),  # httpx's and google.auth's
     ("DecodingError", BadResponse),
     ("JSONDecodeError", BadResponse),
@@ -50,20 +50,13 @@ _TRANSPORT: tuple[tuple[str, type[BackendError]], ...] = (
 )
 
 
-def _installed(module: str) -> bool:
-    """Whether ``module`` can be imported, without importing it (a missing parent package counts)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-class GeminiBackend(Backend):
+class GeminiBackend(SdkBackend):
     """Gemini image models on the Gemini Developer API (AI Studio keys)."""
 
     name: ClassVar[str] = "google-gemini"
     label: ClassVar[str] = "Gemini API"
     extra: ClassVar[str] = "google"
+    module: ClassVar[str] = "google.genai"
     vertexai: ClassVar[bool] = False
 
     def __init__(
@@ -74,13 +67,11 @@ class GeminiBackend(Backend):
         credentials: Any = None,
         **_: Any,
     ) -> None:
+        super().__init__()
         self.api_key = api_key
         self.base_url = base_url
         self.api_version = api_version
         self.credentials = credentials
-        self._lock = threading.Lock()
-        self._client_obj: Any = None
-        self._aclient_pair: tuple[asyncio.AbstractEventLoop, Any] | None = None
 
     # ------------------------------------------------------------------ pure core
 
@@ -89,17 +80,9 @@ class GeminiBackend(Backend):
             return "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY)"
         return None
 
-    def check(self, call: BackendCall) -> str | None:
-        if not _installed("google.genai"):
-            return f"needs the google-genai client: pip install 'diffusion-gateway[{self.extra}]'"
-        problem = self.credentials_problem()
-        if problem:
-            return problem
-        try:
-            generate_config(call, self.name)
-        except BackendError as exc:
-            return str(exc)
-        return None
+    def validate(self, call: BackendCall) -> None:
+        request_parts(call, self.name, files=False)
+        generate_config(call, self.name)
 
     def secrets(self) -> tuple[str | None, ...]:
         token = getattr(self.credentials, "token", None)
@@ -118,14 +101,13 @@ class GeminiBackend(Backend):
             kwargs["api_key"] = self.api_key
         return kwargs
 
-    def _build(self) -> Any:
+    def build(self, *, is_async: bool) -> Any:
+        """One ``genai.Client`` serves both paths (``client.aio`` is its async face)."""
         try:
             from google import genai
             from google.genai import types
         except ImportError:
-            raise UsageError(
-                f"backend {self.name!r} needs: pip install 'diffusion-gateway[{self.extra}]'"
-            ) from None
+            raise self.needs_extra() from None
         try:
             return genai.Client(**self.client_kwargs(types))
         except (ValueError, OSError) as exc:  # no key / project / credentials
@@ -133,45 +115,21 @@ class GeminiBackend(Backend):
         except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError and kin
             raise UsageError(f"{self.label}: {type(exc).__name__}") from None
 
-    def _client(self) -> Any:
-        """The client for sync calls (one per backend)."""
-        if self._client_obj is None:
-            with self._lock:
-                if self._client_obj is None:
-                    self._client_obj = self._build()
-        return self._client_obj
-
-    def _aclient(self) -> Any:
-        """A client for the running event loop: its async connection pool belongs to that loop."""
-        loop = asyncio.get_running_loop()
-        pair = self._aclient_pair
-        if pair is None or pair[0] is not loop:
-            pair = self._aclient_pair = (loop, self._build())
-        return pair[1]
-
-    def close(self) -> None:
-        client, self._client_obj = self._client_obj, None
-        if client is not None:
-            client.close()
-
-    async def aclose(self) -> None:
-        pair, self._aclient_pair = self._aclient_pair, None
-        if pair is not None and pair[0] is asyncio.get_running_loop():
-            await pair[1].aio.aclose()
-            pair[1].close()
-        self.close()
+    async def close_async_client(self, client: Any) -> None:
+        await client.aio.aclose()
+        client.close()
 
     # ------------------------------------------------------------------ calls
 
     def _request(self, call: BackendCall) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         timeout_ms = max(1, int(call.timeout_s * 1000))
-        contents = [{"role": "user", "parts": request_parts(call)}]
+        contents = [{"role": "user", "parts": request_parts(call, self.name)}]
         return contents, generate_config(call, self.name, timeout_ms)
 
     def generate(self, call: BackendCall) -> BackendResult:
         started = time.monotonic()
         contents, config = self._request(call)
-        client = self._client()
+        client = self.client(is_async=False)
         done: list[ParsedCandidate] = []
         failure: BackendError | None = None
         for _ in range(call.request.n):
@@ -189,7 +147,7 @@ class GeminiBackend(Backend):
     async def agenerate(self, call: BackendCall) -> BackendResult:
         started = time.monotonic()
         contents, config = self._request(call)
-        client = self._aclient()
+        client = self.client(is_async=True)
 
         async def one() -> ParsedCandidate:
             try:

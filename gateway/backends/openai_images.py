@@ -1,10 +1,11 @@
 """OpenAI Images backends on the official ``openai`` client (3.x, over ``httpx2``): ``openai`` and
 ``azure-openai``.
 
-Both send ``POST /images/generations`` through ``client.images.generate``; Azure's client adds
+Both send ``POST /images/generations`` through ``client.images.generate`` and, for a request with
+input images, ``POST /images/edits`` (multipart) through ``client.images.edit``; Azure's client adds
 ``?api-version=``, the ``api-key`` header (or an Entra ID bearer token) and puts the deployment in the
-path (``/openai/deployments/{deployment}/images/generations``), where the ``model`` argument is the
-deployment name. Deployment names default to the model id and are mapped in gateway.yaml::
+path (``/openai/deployments/{deployment}/images/{generations|edits}``), where the ``model`` argument
+is the deployment name. Deployment names default to the model id and are mapped in gateway.yaml::
 
     backends:
       azure-openai:
@@ -15,36 +16,36 @@ every attempt is counted once against one budget and audited. Everything else is
 base URL and organisation from ``OPENAI_API_KEY``/``OPENAI_BASE_URL``/``OPENAI_ORG_ID``/
 ``OPENAI_PROJECT_ID``, or ``AZURE_OPENAI_API_KEY``/``AZURE_OPENAI_ENDPOINT``/``OPENAI_API_VERSION``.
 
-``openai`` is imported only when the first client is built, so planning (``check``) and
-``import gateway`` stay free of it. Request fields, response parsing and error mapping are pure
-helpers in :mod:`._openai_wire`, shared by the sync and async paths (and by an edits path).
+``openai`` is imported only when the first client is built (:mod:`._sdk`), so planning (``check``)
+and ``import gateway`` stay free of it. Request fields, response parsing and error mapping are pure
+helpers in :mod:`._openai_wire`, shared by the sync and async paths and both endpoints.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from ..errors import BackendError, UsageError
-from ._openai_wire import ParsedImages, generate_fields, parse_images, status_error, transport_error
-from .base import Backend, BackendCall, BackendResult, Usage
+from ._openai_wire import ParsedImages, parse_images, request_fields, status_error, transport_error
+from ._sdk import SdkBackend
+from .base import BackendCall, BackendResult, Usage
 
 # A response body above this size is decoded in a worker thread by the async path (base64 + PNG
 # checks of a ~2 MB image take milliseconds: too long to hold the event loop).
 _THREAD_DECODE_BYTES = 256 * 1024
 
 
-class OpenAIBackend(Backend):
+class OpenAIBackend(SdkBackend):
     """GPT-image (and DALL·E) models on the OpenAI API."""
 
     name: ClassVar[str] = "openai"
     label: ClassVar[str] = "OpenAI"
     extra: ClassVar[str] = "openai"
+    module: ClassVar[str] = "openai"
 
     def __init__(
         self,
@@ -55,14 +56,12 @@ class OpenAIBackend(Backend):
         max_connections: int = 64,
         **_: Any,
     ) -> None:
+        super().__init__()
         self.api_key = api_key
         self.base_url = base_url
         self.organization = organization
         self.project = project
         self.max_connections = max_connections
-        self._lock = threading.Lock()
-        self._sync_client: Any = None
-        self._async_client: tuple[asyncio.AbstractEventLoop, Any] | None = None
 
     # ------------------------------------------------------------------ pure core
 
@@ -71,25 +70,16 @@ class OpenAIBackend(Backend):
         return call.model
 
     def credentials_problem(self) -> str | None:
-        """Why no call could authenticate, from arguments and environment only (no I/O)."""
         if not (self.api_key or os.environ.get("OPENAI_API_KEY")):
             return "no OpenAI API key: set OPENAI_API_KEY"
         return None
 
-    def fields(self, call: BackendCall) -> dict[str, Any]:
-        return generate_fields(call, self.model_for(call), self.name)
+    def fields(self, call: BackendCall, *, files: bool = True) -> dict[str, Any]:
+        """``images.generate`` keywords, or ``images.edit`` ones when the request has input images."""
+        return request_fields(call, self.model_for(call), self.name, files=files)
 
-    def check(self, call: BackendCall) -> str | None:
-        if importlib.util.find_spec("openai") is None:
-            return f"needs the openai client: pip install 'diffusion-gateway[{self.extra}]'"
-        problem = self.credentials_problem()
-        if problem:
-            return problem
-        try:
-            self.fields(call)
-        except BackendError as exc:
-            return str(exc)
-        return None
+    def validate(self, call: BackendCall) -> None:
+        self.fields(call, files=False)
 
     def secrets(self) -> tuple[str | None, ...]:
         return (self.api_key, os.environ.get("OPENAI_API_KEY"))
@@ -108,51 +98,27 @@ class OpenAIBackend(Backend):
         cls = openai.AsyncOpenAI if is_async else openai.OpenAI
         return cls(max_retries=0, **self.client_kwargs())
 
-    def _build(self, *, is_async: bool) -> Any:
+    def build(self, *, is_async: bool) -> Any:
         try:
             import openai
         except ImportError:
-            raise UsageError(
-                f"backend {self.name!r} needs: pip install 'diffusion-gateway[{self.extra}]'"
-            ) from None
+            raise self.needs_extra() from None
         try:
             return self.new_client(openai, is_async=is_async)
         except (openai.OpenAIError, ValueError) as exc:  # missing key/endpoint/api version
             raise UsageError(f"{self.label}: {type(exc).__name__}: {exc}") from None
 
-    def _client(self, *, is_async: bool) -> Any:
-        """The sync client (one per backend), or the async one of the running event loop: an async
-        client's connection pool belongs to the loop that opened it (as for the Replicate backend)."""
-        if is_async:
-            loop = asyncio.get_running_loop()
-            pair = self._async_client
-            if pair is None or pair[0] is not loop:
-                pair = self._async_client = (loop, self._build(is_async=True))
-            return pair[1]
-        if self._sync_client is None:
-            with self._lock:
-                if self._sync_client is None:
-                    self._sync_client = self._build(is_async=False)
-        return self._sync_client
-
-    def close(self) -> None:
-        client, self._sync_client = self._sync_client, None
-        if client is not None:
-            client.close()
-
-    async def aclose(self) -> None:
-        pair, self._async_client = self._async_client, None
-        if pair is not None and pair[0] is asyncio.get_running_loop():
-            await pair[1].close()
-        self.close()
-
     # ------------------------------------------------------------------ calls
+
+    @staticmethod
+    def _endpoint(client: Any, call: BackendCall) -> Any:
+        return client.images.edit if call.request.images else client.images.generate
 
     def generate(self, call: BackendCall) -> BackendResult:
         started = time.monotonic()
         fields = self.fields(call)
-        client = self._client(is_async=False)
-        response = self._guard(lambda: client.images.generate(**fields, timeout=call.timeout_s))
+        send = self._endpoint(self.client(is_async=False), call)
+        response = self._guard(lambda: send(**fields, timeout=call.timeout_s))
         return self._result(
             call, response, started, parse_images(response, provider=self.name, expected=call.request.n)
         )
@@ -160,11 +126,11 @@ class OpenAIBackend(Backend):
     async def agenerate(self, call: BackendCall) -> BackendResult:
         started = time.monotonic()
         fields = self.fields(call)
-        client = self._client(is_async=True)
+        send = self._endpoint(self.client(is_async=True), call)
         import openai
 
         try:
-            response = await client.images.generate(**fields, timeout=call.timeout_s)
+            response = await send(**fields, timeout=call.timeout_s)
         except (openai.OpenAIError, ValueError) as exc:
             raise self.error(exc) from None
         if _payload_size(response) > _THREAD_DECODE_BYTES:
@@ -212,6 +178,9 @@ class OpenAIBackend(Backend):
     ) -> BackendResult:
         request_id = getattr(response, "_request_id", None)
         t = parsed.tokens
+        meta: dict[str, Any] = {"model_sent": self.model_for(call), "request_id": request_id}
+        if call.request.images:
+            meta["endpoint"] = "images/edits"
         return BackendResult(
             images=parsed.images,
             usage=Usage(
@@ -224,7 +193,7 @@ class OpenAIBackend(Backend):
                 output_text_tokens=t.get("output_text_tokens"),
             ),
             seed=None,  # the Images API takes no seed
-            metadata={"model_sent": self.model_for(call), "request_id": request_id, **parsed.metadata},
+            metadata={**meta, **parsed.metadata},
         )
 
 
