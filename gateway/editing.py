@@ -9,6 +9,8 @@ A provider card declares edits under ``capabilities.edit``::
       min_side: 320
       max_side: 4096
       max_pixels: 4194304
+      strength: true                          # takes a strength (how far to move from the input)
+      input_image_tokens: 1290                # token-priced cards: reserve per input per started MP
       pricing: {...}                          # optional: what an edit costs, when it differs
 
 A card without ``edit`` does not edit: routing drops it for any request with input images, with a
@@ -18,6 +20,7 @@ reason, exactly like a size it cannot draw. Pure (reads only the request's bytes
 from __future__ import annotations
 
 import io
+import math
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
@@ -47,6 +50,12 @@ class EditCapabilities(BaseModel):
     strength: bool = Field(default=True, description="Takes a strength (how far to move from the input).")
     tasks: tuple[str, ...] = Field(default=(), description="Named tasks (extras.task): background_removal.")
     pricing: Pricing | None = Field(default=None, description="What an edit costs, if not the card's price.")
+    input_image_tokens: int | None = Field(
+        default=None,
+        ge=0,
+        description="Token-priced cards: input tokens one input image may cost per started megapixel "
+        "(the estimate reserves them; the settle uses the provider's count).",
+    )
 
 
 @lru_cache(maxsize=256)
@@ -97,6 +106,20 @@ def edit_eligibility(x: RoutingInput) -> str | None:
     return None
 
 
+def expected_input_tokens(route: Route, request: ImageRequest) -> int:
+    """Input image tokens to reserve for one call of an edit: the card's figure per started megapixel
+    of each input (an upper bound: providers tile or scale inputs below it). 0 for a generation."""
+    cap = route.card.capabilities.edit
+    if not request.images or cap is None or not cap.input_image_tokens:
+        return 0
+    total = 0
+    for data in request.images:
+        head = input_header(data)
+        megapixels = 1 if head is None else max(1, math.ceil(head[1] * head[2] / (1024 * 1024)))
+        total += cap.input_image_tokens * megapixels
+    return total
+
+
 _EDIT_ROUTES: dict[int, Route] = {}
 
 
@@ -114,4 +137,4 @@ def priced_route(route: Route, request: ImageRequest) -> Route:
     return got
 
 
-__all__ = ["EditCapabilities", "edit_eligibility", "input_header", "priced_route"]
+__all__ = ["EditCapabilities", "edit_eligibility", "expected_input_tokens", "input_header", "priced_route"]

@@ -7,7 +7,8 @@ image_out x p_image_out + text_out x p_text_out) / 1e6``.
 The estimate must be an upper bound, because the budget reserves it: output image tokens come from
 the card's table for the size and quality (with ``auto`` priced at the card's dearest row for that
 size), and text input tokens are bounded by the prompt's UTF-8 byte count (no tokenizer emits more
-tokens than bytes), counted once per image because some providers bill the prompt per call, and never
+tokens than bytes), counted once per image because some providers bill the prompt per call, an edit's
+input images at the card's ``capabilities.edit.input_image_tokens`` (also per image), and never
 below the card's per-image fallback tier (the settle charges it when no usage comes back). When a
 response carries no usage at all, the card's per-image tier (or, failing that, the expected
 tokens of one image) is the fallback, and :func:`cost_basis` says so for the audit record.
@@ -19,6 +20,7 @@ from decimal import Decimal
 
 from ..backends.base import Usage
 from ..catalog import ExpectedTokens, Pricing, Route, TokenPrices
+from ..editing import expected_input_tokens
 from ..quality import pricing_quality
 from ..types import ImageRequest
 
@@ -80,7 +82,9 @@ def estimate_tokens_cost(route: Route, request: ImageRequest, width: int, height
     quality = pricing_quality(route.card, request.quality)
     per_image = expected_image_tokens(route, width, height, quality)
     prompt_bytes = len(request.prompt.encode()) + len((request.negative_prompt or "").encode())
-    usd = token_cost(_prices(p), text_in=prompt_bytes * request.n, image_out=per_image * request.n)
+    image_in = expected_input_tokens(route, request) * request.n
+    usd = token_cost(_prices(p), text_in=prompt_bytes * request.n, image_in=image_in,
+                     image_out=per_image * request.n)  # fmt: skip
     # The settle may fall back to the per-image tier (no usage reported): reserve that too.
     from .pricing import image_tier
 

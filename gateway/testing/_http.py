@@ -43,6 +43,47 @@ class RecordedRequest:
     def json(self) -> Any:
         return json.loads(self.body or b"null")
 
+    def form(self) -> list[FormPart]:
+        """The parts of a ``multipart/form-data`` body, in order (ValueError if it is not one)."""
+        return parse_multipart(self.headers.get("content-type", ""), self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class FormPart:
+    """One part of a multipart form: a field (``filename`` None) or a file with its declared type."""
+
+    name: str
+    data: bytes
+    filename: str | None = None
+    content_type: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8")
+
+
+def parse_multipart(content_type: str, body: bytes) -> list[FormPart]:
+    """Parse ``multipart/form-data`` with the standard library's MIME parser (as a server would)."""
+    import email.parser
+    import email.policy
+
+    if not content_type.lower().startswith("multipart/form-data") or "boundary=" not in content_type:
+        raise ValueError(f"not a multipart/form-data body (Content-Type {content_type!r})")
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1")
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not msg.is_multipart():
+        raise ValueError("multipart body without parts")
+    parts: list[FormPart] = []
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            raise ValueError("a form part without a name")
+        payload = part.get_payload(decode=True)
+        declared = part.get("content-type")
+        parts.append(FormPart(name, payload if isinstance(payload, bytes) else b"",
+                              part.get_filename(), str(declared) if declared else None))  # fmt: skip
+    return parts
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -123,6 +164,19 @@ def png_bytes(width: int, height: int, seed: int = 0) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+# The faults the token-priced image APIs' fakes (OpenAI, Gemini) both inject.
+IMAGE_API_FAULTS = frozenset(
+    {"rate_limit", "server_error", "moderation", "slow", "reset", "malformed_json", "truncated_base64",
+     "no_usage"}
+)  # fmt: skip
+
+
+def retry_headers(fault: Fault) -> tuple[float, dict[str, str]]:
+    """A ``rate_limit`` fault's delay and the headers that say it (``retry-after-ms`` and ``retry-after``)."""
+    after = float(fault.params.get("retry_after", 1))
+    return after, {"retry-after-ms": str(int(after * 1000)), "retry-after": str(max(1, round(after)))}
 
 
 def truncate(data: bytes, keep: float = 0.5) -> bytes:

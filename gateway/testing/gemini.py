@@ -6,6 +6,10 @@ Paths: ``POST /{v1|v1beta}/models/{model}:generateContent`` (Developer API, ``x-
 ``aspectRatio`` (and ``imageSize`` 1K/2K/4K) pick the output size from Google's table. The answer is
 one candidate with one ``inlineData`` PNG carrying a C2PA manifest signed by a test chain, and
 ``usageMetadata`` with per-modality counts (1290 image tokens per 1K image, as Google documents).
+An edit's input images arrive as ``inlineData`` parts next to the text: each must declare a real
+image type its bytes confirm (at most 14; ``mimeType`` or ``mime_type``, as proto JSON allows and
+the client sends; standard or URL-safe base64); they are counted as prompt ``IMAGE`` tokens, 258 per
+768x768 tile (Google's token-counting rule).
 Errors are ``{"error": {"code", "message", "status"}}``.
 
 Every request is ``generate`` for ``inject(..., on=...)``. Faults: ``rate_limit`` (429
@@ -18,13 +22,16 @@ RESOURCE_EXHAUSTED with ``retry-after-ms``, ``retry-after`` and a RetryInfo deta
 from __future__ import annotations
 
 import base64
+import binascii
+import io
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from ..backends._gemini_wire import ASPECT_1K, IMAGE_SIZES
-from ._http import FakeServer, Fault, RecordedRequest, Reply, Reset, truncate
+from ._http import IMAGE_API_FAULTS, FakeServer, Fault, RecordedRequest, Reply, Reset, retry_headers, truncate
 from ._signed import signed_png
 
 _DEV = re.compile(r"^/(?P<version>v1|v1beta|v1alpha)/models/(?P<model>[^/:]+):generateContent$")
@@ -33,6 +40,9 @@ _VERTEX = re.compile(
     r"/publishers/google/models/(?P<model>[^/:]+):generateContent$"
 )
 IMAGE_TOKENS = {"1K": 1290, "2K": 1290, "4K": 2000}
+INPUT_TYPES = ("image/png", "image/jpeg", "image/webp")
+MAX_INPUT_IMAGES = 14
+TILE, TOKENS_PER_TILE = 768, 258
 
 
 def google_error(
@@ -51,18 +61,7 @@ def google_error(
 class FakeGemini(FakeServer):
     """A loopback Gemini API. ``requests[i].info``: ``api`` (developer|vertex), ``model``, ``project``..."""
 
-    FAULTS: ClassVar[frozenset[str]] = frozenset(
-        {
-            "rate_limit",
-            "server_error",
-            "moderation",
-            "slow",
-            "reset",
-            "malformed_json",
-            "truncated_base64",
-            "no_usage",
-        }
-    )
+    FAULTS: ClassVar[frozenset[str]] = IMAGE_API_FAULTS
 
     def __init__(
         self,
@@ -97,8 +96,7 @@ class FakeGemini(FakeServer):
         if denied is not None:
             return denied
         if fault is not None and fault.name == "rate_limit":
-            after = float(fault.params.get("retry_after", 1))
-            headers = {"retry-after-ms": str(int(after * 1000)), "retry-after": str(max(1, round(after)))}
+            after, headers = retry_headers(fault)
             details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{after:g}s"}]
             return google_error(
                 429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).", headers, details
@@ -114,6 +112,10 @@ class FakeGemini(FakeServer):
         prompt = _prompt(body)
         if not prompt:
             return google_error(400, "INVALID_ARGUMENT", "contents must contain a text part")
+        try:
+            image_in = input_image_tokens(body)
+        except ValueError as exc:
+            return google_error(400, "INVALID_ARGUMENT", str(exc))
         cfg = body.get("generationConfig") or {}
         if "IMAGE" not in [str(m).upper() for m in cfg.get("responseModalities") or []]:
             return google_error(400, "INVALID_ARGUMENT", "This model only supports responseModalities IMAGE")
@@ -144,7 +146,7 @@ class FakeGemini(FakeServer):
             "responseId": f"fake-{len(self.requests)}",
         }
         if fault is None or fault.name != "no_usage":
-            payload["usageMetadata"] = usage_for(prompt, IMAGE_TOKENS[image_size])
+            payload["usageMetadata"] = usage_for(prompt, IMAGE_TOKENS[image_size], image_in)
         reply = Reply.json(200, payload)
         if fault is not None and fault.name == "malformed_json":
             return Reply(200, truncate(reply.body, 0.3), reply.headers)
@@ -190,17 +192,51 @@ def _prompt(body: Mapping[str, Any]) -> str:
     return ""
 
 
-def usage_for(prompt: str, image_tokens: int) -> dict[str, Any]:
+def input_image_tokens(body: Mapping[str, Any]) -> int:
+    """Check every ``inlineData`` part of the request; return their prompt tokens (ValueError if bad)."""
+    from PIL import Image
+
+    tokens, count = 0, 0
+    for content in body.get("contents") or []:
+        for part in (content or {}).get("parts") or []:
+            blob = part.get("inlineData") if isinstance(part, dict) else None
+            if blob is None:
+                continue
+            count += 1
+            # Proto JSON: camelCase or the proto field name (google-genai sends ``mime_type``).
+            mime = str(blob.get("mimeType") or blob.get("mime_type") or "")
+            if mime not in INPUT_TYPES:
+                raise ValueError(f"Unsupported MIME type: {mime or 'none'}")
+            try:
+                raw = str(blob.get("data") or "")  # standard or URL-safe base64 (the client sends the latter)
+                data = base64.b64decode(raw.replace("-", "+").replace("_", "/"), validate=True)
+                with Image.open(io.BytesIO(data)) as img:
+                    img.load()
+                    fmt, (w, h) = Image.MIME.get(img.format or ""), img.size
+            except (binascii.Error, ValueError, OSError):
+                raise ValueError(f"Unable to process input image {count - 1}") from None
+            if fmt != mime:
+                raise ValueError(f"Input image {count - 1} is {fmt}, declared {mime}")
+            tiles = 1 if max(w, h) <= 384 else math.ceil(w / TILE) * math.ceil(h / TILE)
+            tokens += tiles * TOKENS_PER_TILE
+    if count > MAX_INPUT_IMAGES:
+        raise ValueError(f"At most {MAX_INPUT_IMAGES} input images are supported, {count} given")
+    return tokens
+
+
+def usage_for(prompt: str, image_tokens: int, image_in: int = 0) -> dict[str, Any]:
     text = max(1, len(prompt) // 4)
     meta: dict[str, Any] = {
-        "promptTokenCount": text,
+        "promptTokenCount": text + image_in,
         "candidatesTokenCount": image_tokens,
-        "totalTokenCount": text + image_tokens,
+        "totalTokenCount": text + image_in + image_tokens,
         "promptTokensDetails": [{"modality": "TEXT", "tokenCount": text}],
     }
+    if image_in:
+        meta["promptTokensDetails"].append({"modality": "IMAGE", "tokenCount": image_in})
     if image_tokens:
         meta["candidatesTokensDetails"] = [{"modality": "IMAGE", "tokenCount": image_tokens}]
     return meta
 
 
-__all__ = ["FakeGemini", "google_error", "usage_for"]
+__all__ = ["FakeGemini", "google_error", "input_image_tokens", "usage_for"]

@@ -1,19 +1,22 @@
 """``FakeOpenAI``: the OpenAI Images API (and its Azure OpenAI paths) on loopback, for the real client.
 
-Paths: ``POST {/v1}/images/generations`` (OpenAI, ``Authorization: Bearer``) and
-``POST /openai/deployments/{deployment}/images/generations?api-version=...`` (Azure, ``api-key``
-header or an Entra ID bearer token). Bodies are checked the way the API checks them: ``model`` must
-be sent (its absence would mean dall-e-2, which is retired: 400 here), GPT-image models refuse
-``response_format`` and ``style`` (400 ``unknown_parameter``), quality words per family, ``WxH`` sizes
-(multiples of 16 for gpt-image-2+), ``n`` (1 for DALL·E 3). Answers carry real PNGs with a C2PA
-manifest signed by a test chain (:mod:`._signed`), ``usage`` token counts, and ``x-request-id``.
-Azure deployments map to models through ``deployments`` (default: the deployment name is the model).
+Paths: ``POST {/v1}/images/{generations|edits}`` (OpenAI, ``Authorization: Bearer``) and
+``POST /openai/deployments/{deployment}/images/{generations|edits}?api-version=...`` (Azure,
+``api-key`` header or an Entra ID bearer token). Bodies are checked the way the API checks them:
+``model`` must be sent (its absence would mean dall-e-2, which is retired: 400 here), GPT-image models
+refuse ``response_format`` and ``style`` (400 ``unknown_parameter``), quality words per family,
+``WxH`` sizes (multiples of 16 for gpt-image-2+), ``n`` (1 for DALL·E 3). Edits are multipart forms
+(:mod:`._openai_edit`): ``image`` / ``image[]`` files with real image types, a ``mask`` PNG with
+alpha of the first image's size; an edit answers at the requested size (else the first input's) and
+counts input image tokens. Answers carry real PNGs with a C2PA manifest signed by a test chain
+(:mod:`._signed`), ``usage`` token counts, and ``x-request-id``. Azure deployments map to models
+through ``deployments`` (default: the deployment name is the model).
 
-Every request is ``generate`` for ``inject(..., on=...)``. Faults: ``rate_limit`` (429 with
-``retry-after-ms`` and ``retry-after``; ``retry_after=`` seconds), ``server_error`` (500),
-``moderation`` (400 ``moderation_blocked`` for GPT-image, ``content_policy_violation`` for DALL·E,
-Azure's ``content_filter`` on Azure paths), ``slow`` (timeout), ``reset``, ``malformed_json``,
-``truncated_base64``, ``no_usage`` (a 200 without ``usage``).
+Requests are ``generate`` or ``edit`` for ``inject(..., on=...)`` (faults hit both by default).
+Faults: ``rate_limit`` (429 with ``retry-after-ms`` and ``retry-after``; ``retry_after=`` seconds),
+``server_error`` (500), ``moderation`` (400 ``moderation_blocked`` for GPT-image,
+``content_policy_violation`` for DALL·E, Azure's ``content_filter`` on Azure paths), ``slow``
+(timeout), ``reset``, ``malformed_json``, ``truncated_base64``, ``no_usage`` (a 200 without ``usage``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
-from ._http import FakeServer, Fault, RecordedRequest, Reply, Reset, truncate
+from ._http import IMAGE_API_FAULTS, FakeServer, Fault, RecordedRequest, Reply, Reset, retry_headers, truncate
+from ._openai_edit import FormError, InputFile, input_tokens, read_edit_form
 from ._signed import signed_png
 
 _OPENAI = re.compile(r"^(?:/v1)?/images/(?P<op>generations|edits)$")
@@ -61,18 +65,7 @@ def family(model: str) -> str:
 class FakeOpenAI(FakeServer):
     """A loopback OpenAI Images API (+ Azure). ``requests[i].info``: ``api``, ``deployment``, ``model``."""
 
-    FAULTS: ClassVar[frozenset[str]] = frozenset(
-        {
-            "rate_limit",
-            "server_error",
-            "moderation",
-            "slow",
-            "reset",
-            "malformed_json",
-            "truncated_base64",
-            "no_usage",
-        }
-    )
+    FAULTS: ClassVar[frozenset[str]] = IMAGE_API_FAULTS
 
     def __init__(
         self,
@@ -115,13 +108,8 @@ class FakeOpenAI(FakeServer):
         denied = self._auth(request, azure)
         if denied is not None:
             return denied
-        if request.kind == "edit":
-            return openai_error(
-                400, "This fake does not implement /images/edits", "invalid_request_error", "unsupported"
-            )
         if fault is not None and fault.name == "rate_limit":
-            after = float(fault.params.get("retry_after", 1))
-            headers = {"retry-after-ms": str(int(after * 1000)), "retry-after": str(max(1, round(after)))}
+            _after, headers = retry_headers(fault)
             return openai_error(
                 429,
                 "Rate limit reached for requests. Please try again shortly.",
@@ -133,6 +121,25 @@ class FakeOpenAI(FakeServer):
             return openai_error(
                 500, "The server had an error while processing your request.", "server_error", None
             )
+        parsed = self._edit_body(request) if request.kind == "edit" else self._json_body(request)
+        if isinstance(parsed, Reply):
+            return parsed
+        body, inputs = parsed
+        model = self._model(body, request.info)
+        if isinstance(model, Reply):
+            return model
+        if request.kind == "edit" and family(model) != "gpt-image":
+            return openai_error(400, f"Image edits are not supported for model '{model}' (GPT image models "
+                                "only).", "invalid_request_error", "invalid_value", "model")  # fmt: skip
+        bad = self._validate(body, model)
+        if bad is not None:
+            return bad
+        if fault is not None and fault.name == "moderation":
+            return self._moderation(model, azure)
+        return self._ok(body, model, fault, inputs)
+
+    @staticmethod
+    def _json_body(request: RecordedRequest) -> tuple[dict[str, Any], list[InputFile]] | Reply:
         try:
             body = request.json()
         except ValueError:
@@ -141,15 +148,17 @@ class FakeOpenAI(FakeServer):
             )
         if not isinstance(body, dict):
             return openai_error(400, "The body must be a JSON object.", "invalid_request_error", None)
-        model = self._model(body, request.info)
-        if isinstance(model, Reply):
-            return model
-        bad = self._validate(body, model)
-        if bad is not None:
-            return bad
-        if fault is not None and fault.name == "moderation":
-            return self._moderation(model, azure)
-        return self._ok(body, model, fault)
+        return body, []
+
+    @staticmethod
+    def _edit_body(request: RecordedRequest) -> tuple[dict[str, Any], list[InputFile]] | Reply:
+        try:
+            body, inputs, _mask = read_edit_form(request.form())
+        except FormError as exc:
+            return openai_error(400, str(exc), "invalid_request_error", exc.code, exc.param)
+        except ValueError as exc:
+            return openai_error(400, f"Invalid multipart body: {exc}", "invalid_request_error", None)
+        return body, inputs
 
     def _auth(self, request: RecordedRequest, azure: bool) -> Reply | None:
         h = request.headers
@@ -269,9 +278,13 @@ class FakeOpenAI(FakeServer):
             moderation_details={"categories": ["violence"]},
         )
 
-    def _ok(self, body: dict[str, Any], model: str, fault: Fault | None) -> Reply:
-        size = str(body.get("size", "1024x1024"))
-        w, h = (1024, 1024) if size == "auto" else (int(x) for x in size.split("x"))
+    def _ok(self, body: dict[str, Any], model: str, fault: Fault | None, inputs: list[InputFile]) -> Reply:
+        size = str(body.get("size", "auto" if inputs else "1024x1024"))
+        w, h = (
+            (inputs[0].size if inputs else (1024, 1024))
+            if size == "auto"
+            else (int(x) for x in size.split("x"))
+        )
         n = int(body.get("n", 1))
         quality = str(body.get("quality") or ("standard" if family(model) == "dall-e" else "auto"))
         data = []
@@ -291,7 +304,7 @@ class FakeOpenAI(FakeServer):
             payload["quality"] = "medium" if quality == "auto" else quality
             payload["background"] = "opaque"
             if fault is None or fault.name != "no_usage":
-                payload["usage"] = usage_for(str(body["prompt"]), w, h, quality, n)
+                payload["usage"] = usage_for(str(body["prompt"]), w, h, quality, n, input_tokens(inputs))
         elif model == "dall-e-3":
             data[0]["revised_prompt"] = f"A detailed rendering: {body['prompt']}"
         reply = Reply.json(200, payload, {"x-request-id": f"req_{uuid.uuid4().hex}"})
@@ -300,17 +313,20 @@ class FakeOpenAI(FakeServer):
         return reply
 
 
-def usage_for(prompt: str, width: int, height: int, quality: str, n: int) -> dict[str, Any]:
-    """Token usage as the API reports it: output tokens scale with pixels from the 1024x1024 table."""
+def usage_for(
+    prompt: str, width: int, height: int, quality: str, n: int, image_in: int = 0
+) -> dict[str, Any]:
+    """Token usage as the API reports it: output tokens scale with pixels from the 1024x1024 table;
+    an edit's input images count once per call (``image_in``)."""
     text = max(1, len(prompt) // 4)
     per_image = round(TOKENS_1MP.get(quality, 1056) * width * height / (1024 * 1024))
     out = per_image * n
     return {
-        "input_tokens": text,
-        "input_tokens_details": {"text_tokens": text, "image_tokens": 0},
+        "input_tokens": text + image_in,
+        "input_tokens_details": {"text_tokens": text, "image_tokens": image_in},
         "output_tokens": out,
         "output_tokens_details": {"image_tokens": out, "text_tokens": 0},
-        "total_tokens": text + out,
+        "total_tokens": text + image_in + out,
     }
 
 
