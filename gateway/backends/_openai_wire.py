@@ -130,7 +130,7 @@ def edit_fields(call: BackendCall, model: str, provider: str, *, files: bool = T
         raise InvalidBackendRequest(f"{call.model} edits by {', '.join(EDIT_MODES)}, not {r.mode!r}",
                                     provider=provider)  # fmt: skip
     if r.negative_prompt or r.strength is not None:
-        what = "a negative prompt" if r.negative_prompt else "a strength"
+        what = "negative prompt" if r.negative_prompt else "strength"
         raise InvalidBackendRequest(f"{call.model} edits take no {what}", provider=provider)
     if (r.mask is not None) != (r.mode == "inpaint"):
         raise InvalidBackendRequest(f"{call.model}: a mask goes with inpaint, and inpaint needs one "
