@@ -18,6 +18,7 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
+from ..backends._wire import sniff_mime
 from ._http import FormPart
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
@@ -46,16 +47,6 @@ class InputFile:
     mode: str
 
 
-def _sniff(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
-
-
 def _file(part: FormPart, limit: int) -> InputFile:
     from PIL import Image
 
@@ -69,7 +60,7 @@ def _file(part: FormPart, limit: int) -> InputFile:
             "unsupported_file_mimetype",
             part.name,
         )
-    if _sniff(part.data) != declared:
+    if sniff_mime(part.data) != declared:
         raise FormError(
             f"Invalid image file '{part.name}': not a {declared} image", "invalid_image", part.name
         )
