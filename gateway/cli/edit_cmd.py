@@ -64,7 +64,9 @@ def edit(**params: Any) -> None:
         if params.get("mask"):
             data = Path(params["mask"]).read_bytes()
             out["mask"] = {"path": params["mask"], "sha256": hashlib.sha256(data).hexdigest()}
-        out["edit_mode"] = result.metadata.get("edit_mode")
+        # Remote backends do not echo the mode: it is the request's (a mask means inpaint).
+        inferred = params.get("mode") or ("inpaint" if params.get("mask") else "img2img")
+        out["edit_mode"] = result.metadata.get("edit_mode") or inferred
         _emit(out)
         return
     for p in paths:
