@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
@@ -302,3 +303,28 @@ def test_mask_of_another_size_is_a_typed_error_before_any_call(
         gw.edit(png(SIZE), "a red sofa", mask=half_mask((256, 256)), provider="openai")
     assert err.value.exit_code == 2
     assert fake_openai.requests == [] and ledger_rows(home) == 0
+
+
+@pytest.mark.parametrize(("provider", "extra"), [("openai", ["--mask"]), ("google-gemini", [])])
+def test_cli_edit_on_openai_and_gemini(
+    fake_openai: FakeOpenAI, fake_gemini: FakeGemini, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    provider: str, extra: list[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from gateway.cli import main
+
+    monkeypatch.setenv("GATEWAY_HOME", str(tmp_path / "h"))
+    src, mask = tmp_path / "in.png", tmp_path / "mask.png"
+    src.write_bytes(png(SIZE))
+    mask.write_bytes(half_mask(SIZE))
+    args = ["edit", str(src), "a red sofa", *(extra and [extra[0], str(mask)]), "--provider", provider,
+            "--out", str(tmp_path / "out"), "--json"]  # fmt: skip
+    try:
+        code = int(main(args) or 0)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    obj = json.loads(out)
+    assert obj["provider"] == provider and obj["edit_mode"] == ("inpaint" if extra else "img2img")
+    assert obj["inputs"][0]["sha256"] == hashlib.sha256(png(SIZE)).hexdigest()
+    assert obj["c2pa"] == "signed" and Decimal(obj["cost_usd"]) > 0
