@@ -33,6 +33,7 @@ class SdkBackend(Backend):
     label: ClassVar[str] = "SDK"
     extra: ClassVar[str] = ""  # the pip extra that brings the SDK
     module: ClassVar[str] = ""  # the SDK's import name
+    package: ClassVar[str] = ""  # the SDK's distribution name, for messages
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -50,7 +51,8 @@ class SdkBackend(Backend):
 
     def check(self, call: BackendCall) -> str | None:
         if not installed(self.module):
-            return f"needs the {self.module} client: pip install 'diffusion-gateway[{self.extra}]'"
+            client = self.package or self.module
+            return f"needs the {client} client: pip install 'diffusion-gateway[{self.extra}]'"
         problem = self.credentials_problem()
         if problem:
             return problem

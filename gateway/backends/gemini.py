@@ -57,6 +57,7 @@ class GeminiBackend(SdkBackend):
     label: ClassVar[str] = "Gemini API"
     extra: ClassVar[str] = "google"
     module: ClassVar[str] = "google.genai"
+    package: ClassVar[str] = "google-genai"
     vertexai: ClassVar[bool] = False
 
     def __init__(
