@@ -25,7 +25,13 @@ from PIL import Image
 from gateway import AsyncGateway, Gateway
 from gateway.backends import Backend, BackendCall, BackendResult
 from gateway.config import Settings
-from gateway.errors import InvalidBackendRequest, InvalidRequestError, PolicyDenied
+from gateway.errors import (
+    ContentFiltered,
+    InvalidBackendRequest,
+    InvalidRequestError,
+    PolicyDenied,
+    RateLimited,
+)
 from gateway.policy import PolicySet
 from gateway.testing import FAKE_OPENAI_KEY, FakeGemini, FakeOpenAI
 from gateway.testing._http import FormPart
@@ -328,3 +334,18 @@ def test_cli_edit_on_openai_and_gemini(
     assert obj["provider"] == provider and obj["edit_mode"] == ("inpaint" if extra else "img2img")
     assert obj["inputs"][0]["sha256"] == hashlib.sha256(png(SIZE)).hexdigest()
     assert obj["c2pa"] == "signed" and Decimal(obj["cost_usd"]) > 0
+
+
+@pytest.mark.parametrize("name", [*OPENAI_NAMES, *GEMINI_NAMES])
+def test_faults_hit_edits_too(fake_openai: FakeOpenAI, fake_gemini: FakeGemini, name: str) -> None:
+    fake_openai.deployments["img-prod"] = "gpt-image-2"
+    fake = fake_openai if "openai" in name else fake_gemini
+    b = FACTORIES[name]()
+    fake.inject("moderation")
+    with pytest.raises(ContentFiltered):
+        b.generate(edit_call(name))
+    fake.inject("rate_limit", retry_after=2)
+    with pytest.raises(RateLimited) as err:
+        b.generate(edit_call(name))
+    assert err.value.retry_after == 2.0
+    b.close()
