@@ -156,55 +156,67 @@ def layout(key: WatermarkKey) -> Layout:
 # ----------------------------------------------------------------------------- rendering
 
 
-def render(cells: NDArray[np.float64], height: int, width: int, cell_px: float) -> NDArray[np.float64]:
+def _cubic_weights(n: int, cell_px: float) -> NDArray[np.float32]:
+    """``n x TILE`` matrix: periodic cubic interpolation (Keys, a = -0.75, as OpenCV's INTER_CUBIC)."""
+    a = -0.75
+    s = (np.arange(n, dtype=np.float64) + 0.5) / cell_px - 0.5
+    i0 = np.floor(s)
+    x = s - i0
+    w0 = ((a * (x + 1) - 5 * a) * (x + 1) + 8 * a) * (x + 1) - 4 * a
+    w1 = ((a + 2) * x - (a + 3)) * x * x + 1
+    w2 = ((a + 2) * (1 - x) - (a + 3)) * (1 - x) * (1 - x) + 1
+    w3 = 1 - w0 - w1 - w2
+    out = np.zeros((n, TILE), dtype=np.float64)
+    rows = np.arange(n)
+    for k, wk in enumerate((w0, w1, w2, w3)):
+        out[rows, (i0.astype(np.intp) - 1 + k) % TILE] += wk
+    return out.astype(np.float32)
+
+
+def render(cells: NDArray[np.float64], height: int, width: int, cell_px: float) -> NDArray[np.float32]:
     """The periodic tile ``cells`` drawn over ``height x width`` pixels, ``cell_px`` pixels per cell.
 
     Cubic interpolation between cell centres keeps the pattern smooth (its energy stays below the
     cell frequency, where resizing, blur and JPEG leave it alone). Cell (i, j) is centred on pixel
-    ``((i + 0.5) * cell_px - 0.5, (j + 0.5) * cell_px - 0.5)``.
+    ``((i + 0.5) * cell_px - 0.5, (j + 0.5) * cell_px - 0.5)``. Cubic interpolation is separable,
+    so the whole pattern is two small matrix products (``H x 16 @ 16 x 16 @ 16 x W``).
     """
-    import cv2
-
-    pad = 3
-    tile = np.pad(cells.astype(np.float32), pad, mode="wrap")
-    ys = ((np.arange(height, dtype=np.float64) + 0.5) / cell_px - 0.5) % TILE + pad
-    xs = ((np.arange(width, dtype=np.float64) + 0.5) / cell_px - 0.5) % TILE + pad
-    map_x = np.broadcast_to(xs[None, :], (height, width)).astype(np.float32)
-    map_y = np.broadcast_to(ys[:, None], (height, width)).astype(np.float32)
-    out = cv2.remap(tile, map_x, map_y, interpolation=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-    return np.asarray(out, dtype=np.float64)
+    wy = _cubic_weights(height, cell_px)
+    wx = _cubic_weights(width, cell_px)
+    return np.asarray((wy @ cells.astype(np.float32)) @ wx.T, dtype=np.float32)
 
 
-def peaks_pattern(height: int, width: int, cell_px: float) -> NDArray[np.float64]:
+def peaks_pattern(height: int, width: int, cell_px: float) -> NDArray[np.float32]:
     """The public Fourier sync: two sinusoids on the tile's reciprocal lattice, unit total power.
 
     They are periodic with the tile, so their spectral lines give the tile lattice directly; the
     detector finds them as the two strongest lines 90 degrees apart (see _wm2_sync).
     """
     period = TILE * cell_px
-    ys = (np.arange(height, dtype=np.float64) + 0.5)[:, None] / period
-    xs = (np.arange(width, dtype=np.float64) + 0.5)[None, :] / period
-    out = np.zeros((height, width))
-    for a, b in PEAKS:
-        out += np.cos(2 * np.pi * (a * xs + b * ys))
-    return np.asarray(out / np.sqrt(len(PEAKS) / 2), dtype=np.float64)
+    ys = 2 * np.pi * (np.arange(height, dtype=np.float64) + 0.5) / period
+    xs = 2 * np.pi * (np.arange(width, dtype=np.float64) + 0.5) / period
+    # cos(ax + by) = cos(ax) cos(by) - sin(ax) sin(by): two outer products per sinusoid (separable)
+    cols = np.concatenate([np.stack([np.cos(b * ys), -np.sin(b * ys)], axis=1) for a, b in PEAKS], axis=1)
+    rows = np.concatenate([np.stack([np.cos(a * xs), np.sin(a * xs)]) for a, b in PEAKS])
+    return np.asarray((cols @ rows).astype(np.float32) / np.float32(np.sqrt(len(PEAKS) / 2)))
 
 
-def perceptual_mask(y: NDArray[np.float64], cell_px: float) -> NDArray[np.float64]:
+def perceptual_mask(y: NDArray[np.float64], cell_px: float) -> NDArray[np.float32]:
     """Relative strength per pixel: more where local texture hides the change, a floor in flat areas.
 
     Local activity is the RMS of the luma minus its blur at cell scale; strength follows it between
     0.6x and 1.6x of its median, and is eased off near black and white where clipping would eat it.
     """
-    import cv2
+
+    from ._wm2_sync import smooth_blur
 
     y32 = y.astype(np.float32)
     s = max(cell_px, 1.0)
-    hp = y32 - cv2.GaussianBlur(y32, (0, 0), s)
-    act = np.sqrt(cv2.GaussianBlur(hp * hp, (0, 0), 2 * s))
+    hp = y32 - smooth_blur(y32, s)
+    act = np.sqrt(np.maximum(smooth_blur(hp * hp, 2 * s), 0.0))
     ref = max(float(np.median(act)), 2.0)
-    m = np.clip(act / ref, 0.6, 1.6)
-    return np.asarray(m, dtype=np.float64)
+    m = np.clip(act / np.float32(ref), 0.6, 1.6)
+    return np.asarray(m, dtype=np.float32)
 
 
 def cell_size(height: int, width: int, cells_short: int = CELLS_CHOICES[-1]) -> float:
@@ -235,8 +247,9 @@ def embed_delta(
     mask = perceptual_mask(y, c)
     basis = np.eye(2) * TILE * c
     budget = 255.0**2 / 10 ** (target_psnr / 10)
-    scale = np.sqrt(budget) / max(float(np.sqrt(np.mean((render(target, h, w, c) * mask) ** 2))), 1e-9)
-    unit = render(target, h, w, c) * mask * scale  # RMS sqrt(budget), cell values +-1
+    unit = render(target, h, w, c) * mask
+    scale = np.sqrt(budget) / max(float(np.sqrt(np.mean(unit**2))), 1e-9)
+    unit *= scale  # RMS sqrt(budget), cell values +-1
     host = cell_values(fold(y, basis))
     on = target != 0
     gain = float(np.median((cell_values(fold(y + unit, basis)) - host)[on] * target[on]))
@@ -304,8 +317,10 @@ def embed_pixels(pixels: NDArray[np.uint8], mode: str, key: WatermarkKey, nonce_
             break
     if best is None:
         return Embedded(pixels, float("inf"), None)
+    import cv2
+
     errors, out = best
-    mse = float(np.mean((out.astype(np.float64) - pixels.astype(np.float64)) ** 2))
+    mse = float(cv2.norm(out, pixels, cv2.NORM_L2SQR)) / out.size
     psnr = float("inf") if mse == 0 else 10.0 * float(np.log10(255.0**2 / mse))
     return Embedded(out, psnr, errors)
 
