@@ -107,8 +107,12 @@ class WatermarkKey:
     def key_id_hex(self) -> str:
         return f"{self.key_id:04x}"
 
+    def mac(self, domain: bytes, label: bytes, message: bytes) -> bytes:
+        """HMAC-SHA256 under this key, separated by format (``domain``) and purpose (``label``)."""
+        return hmac.digest(self.secret, domain + label + b"\0" + message, "sha256")
+
     def _mac(self, label: bytes, message: bytes) -> bytes:
-        return hmac.digest(self.secret, _DOMAIN + label + b"\0" + message, "sha256")
+        return self.mac(_DOMAIN, label, message)
 
     def nonce(self, request_id: str, index: int = 0) -> int:
         """32 bits bound to (request id, image index): recomputable from the audit record, not forgeable."""

@@ -37,14 +37,13 @@ False positives
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from functools import lru_cache
-from math import comb
 
 import numpy as np
 from numpy.typing import NDArray
 
+from . import watermark as _v1
 from .watermark import WatermarkKey
 
 ALGORITHM = "io.github.diffusion-gateway.watermark.v2"  # the C2PA soft-binding algorithm name
@@ -71,18 +70,12 @@ _DOMAIN = b"diffusion-gateway/watermark/v2/"
 
 def false_positive_bound(candidates: int, max_errors: int, bits: int = TAG_BITS) -> float:
     """Union bound on P(any of ``candidates`` random tags is within ``max_errors`` of what we read)."""
-    tail: float = sum(comb(bits, k) for k in range(max_errors + 1)) / 2**bits
-    return candidates * tail
+    return _v1.false_positive_bound(candidates, max_errors, bits)
 
 
 def max_tag_errors(candidates: int, target: float = FP_TARGET, bits: int = TAG_BITS) -> int:
     """The most tag-bit errors we may forgive while the false-positive bound stays under ``target``."""
-    e = -1
-    while false_positive_bound(candidates, e + 1, bits) <= target:
-        e += 1
-    if e < 0:
-        raise ValueError(f"{candidates} candidates cannot reach a false-positive rate of {target}")
-    return e
+    return _v1.max_tag_errors(candidates, target, bits)
 
 
 HYPOTHESES = LATTICES * DECODES
@@ -94,7 +87,7 @@ MAX_TAG_ERRORS = max_tag_errors(CANDIDATES)
 
 
 def _mac(key: WatermarkKey, label: bytes, message: bytes) -> bytes:
-    return hmac.digest(key.secret, _DOMAIN + label + b"\0" + message, "sha256")
+    return key.mac(_DOMAIN, label, message)
 
 
 def nonce(key: WatermarkKey, request_id: str, index: int = 0) -> int:
