@@ -294,7 +294,8 @@ def embed_pixels(pixels: NDArray[np.uint8], mode: str, key: WatermarkKey, nonce_
     and the full detector, geometry search included, finds it; else the caller falls back to v1.
     """
     from ._image import apply_luma_delta, luma_of
-    from .watermark_v2_detect import detect
+    from ._wm2_sync import find_lattices
+    from .watermark_v2_detect import near, search
 
     y = luma_of(pixels, mode)
     best: tuple[int, NDArray[np.uint8]] | None = None
@@ -304,7 +305,11 @@ def embed_pixels(pixels: NDArray[np.uint8], mode: str, key: WatermarkKey, nonce_
         errors = readback(y_out, key, nonce_value, cells)
         if errors is None or errors > READBACK_MAX_TAG_ERRORS:
             continue
-        found = detect(y_out, [key])  # the real search too: sync must lock on this picture
+        # the real search too: sync must lock on this picture (lattices far from the one we drew
+        # cannot decode our tag, so only those near it are decoded)
+        true_basis = np.eye(2) * TILE * cell_size(y.shape[0], y.shape[1], cells)
+        lattices = [(i, lat) for i, lat in enumerate(find_lattices(y_out, LATTICES)) if near(lat, true_basis)]
+        found = search(y_out, [key], lattices)
         if found.found and found.nonce == nonce_value:
             best = (errors, out)
             break

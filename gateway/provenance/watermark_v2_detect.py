@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import watermark_v2 as wm2
-from ._wm2_sync import PERIOD, find_lattices, fold
+from ._wm2_sync import PERIOD, Lattice, find_lattices, fold
 from .watermark import WatermarkKey
 
 
@@ -145,6 +145,30 @@ def detect(y: NDArray[np.float64], keys: Sequence[WatermarkKey]) -> Detection:
     """
     if len(keys) > wm2.MAX_KEYS:
         raise ValueError(f"at most {wm2.MAX_KEYS} watermark keys may be tried (the FP bound assumes it)")
+    return search(y, keys, list(enumerate(find_lattices(y, wm2.LATTICES))))
+
+
+def near(lat: Lattice, basis: NDArray[np.float64], tol: float = 0.03) -> bool:
+    """Whether ``lat`` is ``basis`` up to the square's symmetries (column order and signs), within ``tol``."""
+    scale = float(np.linalg.norm(basis))
+    for cols in ((0, 1), (1, 0)):
+        for sx in (1.0, -1.0):
+            for sy in (1.0, -1.0):
+                cand = basis[:, cols] * np.array([sx, sy])
+                if float(np.linalg.norm(lat.basis - cand)) <= tol * scale:
+                    return True
+    return False
+
+
+def search(
+    y: NDArray[np.float64], keys: Sequence[WatermarkKey], lattices: Sequence[tuple[int, Lattice]]
+) -> Detection:
+    """The decode half of :func:`detect`, over the given (index, lattice) candidates only.
+
+    The embedder's self-check passes the lattices :func:`find_lattices` found near the geometry it
+    used: a lattice far from it cannot decode the right tag (that would be a false positive), so the
+    outcome is the full detector's, and a picture where sync does not lock costs no folds.
+    """
     limit = wm2.MAX_TAG_ERRORS
     best: tuple[int, int, int, str, float] | None = None
     tried = 0
@@ -152,7 +176,7 @@ def detect(y: NDArray[np.float64], keys: Sequence[WatermarkKey]) -> Detection:
         return Detection(False, None, None, None, None, limit, None, 0)
     templates = [(k, *_templates(k)) for k in keys]
     per_lattice = wm2.DECODES
-    for li, lat in enumerate(find_lattices(y, wm2.LATTICES)):
+    for li, lat in lattices:
         raw = fold(y, lat.basis)
         views = []  # (name, sine-free fold, phase agreement, sinusoid strength)
         for (name, sym_raw), (_, sym) in zip(_symmetries(raw), _symmetries(_sine_free(raw)), strict=True):
