@@ -146,7 +146,9 @@ def luma_of(pixels: NDArray[np.uint8], mode: str) -> NDArray[np.float64]:
     return np.asarray(rgb @ LUMA_WEIGHTS.astype(np.float32), dtype=np.float64)
 
 
-def apply_luma_delta(pixels: NDArray[np.uint8], mode: str, delta: NDArray[np.float64]) -> NDArray[np.uint8]:
+def apply_luma_delta(
+    pixels: NDArray[np.uint8], mode: str, delta: NDArray[np.floating[Any]]
+) -> NDArray[np.uint8]:
     """Add ``delta`` (HxW) to the luma of ``pixels``: to the grey plane, or equally to R, G and B.
 
     Pixels are integers, so ``rint(p + d) == p + rint(d)`` (up to ties): round the delta once, in int16.
@@ -159,7 +161,8 @@ def apply_luma_delta(pixels: NDArray[np.uint8], mode: str, delta: NDArray[np.flo
         out[..., 0] += step
     else:
         out[..., :3] += step[..., None]
-    return np.clip(out, 0, 255).astype(np.uint8)
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
 
 
 def encode_png(pixels: NDArray[np.uint8], mode: str, info: dict[str, Any]) -> bytes:

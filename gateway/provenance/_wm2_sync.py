@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -178,7 +179,7 @@ def find_lattices(y: NDArray[np.float64], count: int) -> list[Lattice]:
     return out[:count]
 
 
-def fold(y: NDArray[np.float64], basis: NDArray[np.float64]) -> NDArray[np.float64]:
+def fold(y: NDArray[np.floating[Any]], basis: NDArray[np.float64]) -> NDArray[np.float64]:
     """Resample ``y`` so the lattice ``basis`` becomes ``PERIOD`` pixels on each axis, fold modulo it.
 
     Returns the mean residual per canonical position (PERIOD x PERIOD). Images whose cells are much
