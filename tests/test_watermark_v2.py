@@ -74,6 +74,36 @@ def test_payload_is_128_bits_and_keyed() -> None:
 # ----------------------------------------------------------------------------- round trip and keys
 
 
+def test_render_matches_the_opencv_cubic_remap_the_shipped_marks_were_drawn_with() -> None:
+    """The separable renderer must draw what cv2.remap(INTER_CUBIC) drew: marks already out there
+    (and the detector's sync template) depend on it."""
+    import cv2
+
+    cells = np.random.default_rng(5).standard_normal((V.TILE, V.TILE))
+    for h, w, cell in ((48, 48, 3.0), (256, 301, 256 / 96), (700, 512, 512 / 128)):
+        pad = 3
+        tile = np.pad(cells.astype(np.float32), pad, mode="wrap")
+        ys = ((np.arange(h) + 0.5) / cell - 0.5) % V.TILE + pad
+        xs = ((np.arange(w) + 0.5) / cell - 0.5) % V.TILE + pad
+        mx = np.broadcast_to(xs[None, :], (h, w)).astype(np.float32)
+        my = np.broadcast_to(ys[:, None], (h, w)).astype(np.float32)
+        ref = cv2.remap(tile, mx, my, interpolation=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        assert np.abs(V.render(cells, h, w, cell) - ref).max() < 1e-4
+
+
+def test_fast_wide_blur_matches_a_gaussian_blur() -> None:
+    import cv2
+
+    from gateway.provenance._wm2_sync import smooth_blur
+
+    a = np.random.default_rng(6).random((301, 257)).astype(np.float32) ** 2
+    for sigma in (4.0, 8.0, 21.0):
+        ref = cv2.GaussianBlur(a, (0, 0), sigma)
+        got = smooth_blur(a, sigma)
+        inner = (slice(40, -40), slice(40, -40))  # borders are handled differently; the fold masks them
+        assert np.abs(got - ref)[inner].max() < 0.05 * float(ref[inner].mean())
+
+
 def test_round_trip_on_a_photo_and_key_mismatch() -> None:
     img = Image.fromarray(np.asarray(photo(0, size=400, top=0, left=100)))
     marked = _mark(img)
