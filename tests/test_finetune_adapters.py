@@ -15,7 +15,7 @@ import pytest
 from gateway import Gateway
 from gateway.config import Settings
 from gateway.errors import NoEligibleRoute, VerificationFailed
-from gateway.finetune import train as train_mod
+from gateway.finetune import _loop as train_loop
 from gateway.finetune.basemodel import model_digest
 from gateway.finetune.digits_style import write_bold_digits
 from gateway.finetune.manifest import build_manifest
@@ -130,7 +130,7 @@ def test_seeded_and_resumable_from_the_last_checkpoint(
         )
     )
     calls = {"n": 0}
-    original = train_mod.Progress.update
+    original = train_loop.Progress.update
 
     def interrupt_at_two(self: Any, loss: float) -> None:
         original(self, loss)
@@ -138,11 +138,11 @@ def test_seeded_and_resumable_from_the_last_checkpoint(
         if calls["n"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_mod.Progress, "update", interrupt_at_two)
+    monkeypatch.setattr(train_loop.Progress, "update", interrupt_at_two)
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path / "b", ds)
     assert (tmp_path / "b" / "adapters" / ".work" / "brand-bold" / "checkpoint.pt").is_file()
-    monkeypatch.setattr(train_mod.Progress, "update", original)
+    monkeypatch.setattr(train_loop.Progress, "update", original)
     resumed = _train(tmp_path / "b", ds)
     assert resumed.resumed_from == 2
     assert all(

@@ -23,7 +23,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from typing import Any
 from .. import __version__
 from ..errors import UsageError
 from ..types import Context, atomic_write
+from ._loop import Checkpoints, Trained, run_lora_loop
 from .manifest import Manifest, build_manifest
 
 log = logging.getLogger("gateway.finetune")
@@ -104,78 +105,6 @@ class TrainResult:
         return d
 
 
-@dataclass
-class Trained:
-    """What a trainer hands back: the adapter's tensors and the header keys it adds."""
-
-    tensors: dict[str, Any]
-    metadata: dict[str, str]
-    final_loss: float
-    resumed_from: int
-    loop_seconds: float = 0.0  # the optimisation steps alone (no imports, loading or encoding)
-
-
-Trainer = Callable[..., Trained]
-
-
-# ----------------------------------------------------------------------------- progress / checkpoints
-
-
-class Progress:
-    """A tqdm bar on stderr (steps, loss, ETA); silent when disabled."""
-
-    def __init__(self, total: int, initial: int, desc: str, enabled: bool) -> None:
-        import sys
-
-        from tqdm import tqdm
-
-        self.bar = tqdm(
-            total=total,
-            initial=initial,
-            desc=desc,
-            file=sys.stderr,
-            disable=not enabled,
-            unit="step",
-            dynamic_ncols=True,
-        )
-
-    def update(self, loss: float) -> None:
-        self.bar.update(1)
-        self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-class Checkpoints:
-    """One ``checkpoint.pt`` per run folder, written atomically; loaded only for the same fingerprint."""
-
-    def __init__(self, directory: Path, fingerprint: str) -> None:
-        self.path = directory / "checkpoint.pt"
-        self.fingerprint = fingerprint
-
-    def load(self) -> dict[str, Any] | None:
-        import torch
-
-        if not self.path.is_file():
-            return None
-        state = torch.load(self.path, map_location="cpu", weights_only=False)  # our own file
-        if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
-            log.warning("finetune: ignoring %s (another dataset, base or config)", self.path)
-            return None
-        return state
-
-    def save(self, state: dict[str, Any]) -> None:
-        import torch
-
-        buf = io.BytesIO()
-        torch.save({**state, "fingerprint": self.fingerprint}, buf)
-        atomic_write(self.path, buf.getvalue())
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
 # ----------------------------------------------------------------------------- tiny-digits trainer
 
 
@@ -214,7 +143,7 @@ def train_unet_peft(
     import torch
     import torch.nn.functional as func
     from diffusers import DDPMScheduler, UNet2DModel
-    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+    from peft import LoraConfig, inject_adapter_in_model
 
     torch.manual_seed(cfg.seed)
     unet = UNet2DModel.from_pretrained(base_dir / "unet", local_files_only=True, low_cpu_mem_usage=False)
@@ -226,64 +155,22 @@ def train_unet_peft(
         init_lora_weights=True,
     )
     unet = inject_adapter_in_model(lora, unet)
-    unet.train()
     for n, p in unet.named_parameters():
         p.requires_grad_("lora_" in n)
-    params = [p for p in unet.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     x, y = _digit_tensors(manifest, data, int(unet.config.sample_size))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    start, loss_val = 0, float("nan")
-    state = checkpoints.load()
-    if state is not None:
-        set_peft_model_state_dict(unet, state["lora"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        start, loss_val = int(state["step"]), float(state["loss"])
-        log.warning("finetune: resuming %s from step %d", cfg.name, start)
     n_train, t_max = x.shape[0], int(sched.config.num_train_timesteps)
-    bar = Progress(cfg.steps, start, f"lora {cfg.name}", progress)
 
-    def snapshot(step: int) -> None:
-        checkpoints.save(
-            {
-                "step": step,
-                "loss": loss_val,
-                "opt": opt.state_dict(),
-                "gen": gen.get_state(),
-                "lora": get_peft_model_state_dict(unet),
-            }
-        )
+    def loss_of(gen: Any) -> Any:
+        idx = torch.randint(0, n_train, (min(cfg.batch, n_train),), generator=gen)
+        clean, labels = x[idx], y[idx].clone()
+        shift = int(torch.randint(-1, 2, (1,), generator=gen))
+        if shift:
+            clean = torch.roll(clean, shifts=shift, dims=3)
+        labels[torch.rand(labels.shape[0], generator=gen) < cfg.label_dropout] = NULL_CLASS
+        noise = torch.randn(clean.shape, generator=gen)
+        t = torch.randint(0, t_max, (clean.shape[0],), generator=gen)
+        return func.mse_loss(unet(sched.add_noise(clean, noise, t), t, class_labels=labels).sample, noise)
 
-    step = start
-    t_loop = time.perf_counter()
-    try:
-        while step < cfg.steps:
-            idx = torch.randint(0, n_train, (min(cfg.batch, n_train),), generator=gen)
-            clean, labels = x[idx], y[idx].clone()
-            shift = int(torch.randint(-1, 2, (1,), generator=gen))
-            if shift:
-                clean = torch.roll(clean, shifts=shift, dims=3)
-            labels[torch.rand(labels.shape[0], generator=gen) < cfg.label_dropout] = NULL_CLASS
-            noise = torch.randn(clean.shape, generator=gen)
-            t = torch.randint(0, t_max, (clean.shape[0],), generator=gen)
-            loss = func.mse_loss(unet(sched.add_noise(clean, noise, t), t, class_labels=labels).sample, noise)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            step += 1
-            loss_val = float(loss.detach())
-            bar.update(loss_val)
-            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                snapshot(step)
-    except KeyboardInterrupt:
-        snapshot(step)
-        log.warning("finetune: interrupted at step %d; run the same command again to resume", step)
-        raise
-    finally:
-        bar.close()
-    tensors = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
     lora_meta = {
         "r": cfg.rank,
         "lora_alpha": cfg.lora_alpha,
@@ -291,17 +178,12 @@ def train_unet_peft(
         "init_lora_weights": True,
         "use_dora": False,
     }
-    return Trained(
-        tensors,
-        {
-            "format": "pt",
-            "lora_adapter_metadata": json.dumps(lora_meta, sort_keys=True),
-            "gateway.adapter.kind": "unet-peft",
-        },
-        loss_val,
-        start,
-        time.perf_counter() - t_loop,
-    )
+    metadata = {
+        "format": "pt",
+        "lora_adapter_metadata": json.dumps(lora_meta, sort_keys=True),
+        "gateway.adapter.kind": "unet-peft",
+    }
+    return run_lora_loop(unet, loss_of, cfg, checkpoints, progress, metadata=metadata)
 
 
 # ----------------------------------------------------------------------------- orchestration

@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+from ._loop import run_lora_loop
 
 if TYPE_CHECKING:
+    from ._loop import Checkpoints, Trained
     from .manifest import Manifest
-    from .train import Checkpoints, TrainConfig, Trained
+    from .train import TrainConfig
 
-log = logging.getLogger("gateway.finetune")
 PIPELINE_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
@@ -55,10 +54,8 @@ def train_pipeline_lora(
     import torch
     import torch.nn.functional as func
     from diffusers import DDPMScheduler, DiffusionPipeline
-    from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
+    from peft import LoraConfig
     from PIL import Image
-
-    from .train import Progress, Trained
 
     if cfg.alpha is not None and cfg.alpha != cfg.rank:
         raise UsageError("pipeline LoRA uses alpha = rank (what load_lora_weights assumes); drop --alpha")
@@ -78,8 +75,6 @@ def train_pipeline_lora(
         target_modules=list(cfg.targets or PIPELINE_TARGETS),
     )
     unet.add_adapter(lora)
-    params = [p for p in unet.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     side = int(unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
     with torch.no_grad():
         pix = []
@@ -100,68 +95,25 @@ def train_pipeline_lora(
             return_tensors="pt",
         ).input_ids
         text = te(ids)[0]
-    gen = torch.Generator().manual_seed(cfg.seed)
-    start, loss_val = 0, float("nan")
-    state = checkpoints.load()
-    if state is not None:
-        set_peft_model_state_dict(unet, state["lora"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        start, loss_val = int(state["step"]), float(state["loss"])
     n, t_max = latents.shape[0], int(noise_sched.config.num_train_timesteps)
     v_pred = noise_sched.config.prediction_type == "v_prediction"
-    bar = Progress(cfg.steps, start, f"lora {cfg.name}", progress)
-    unet.train()
-    step = start
-    t_loop = time.perf_counter()
 
-    def snapshot() -> None:
-        checkpoints.save(
-            {
-                "step": step,
-                "loss": loss_val,
-                "opt": opt.state_dict(),
-                "gen": gen.get_state(),
-                "lora": get_peft_model_state_dict(unet),
-            }
-        )
+    def loss_of(gen: Any) -> Any:
+        idx = torch.randint(0, n, (min(cfg.batch, n),), generator=gen)
+        lat, cond = latents[idx], text[idx]
+        noise = torch.randn(lat.shape, generator=gen)
+        t = torch.randint(0, t_max, (lat.shape[0],), generator=gen)
+        target = noise_sched.get_velocity(lat, noise, t) if v_pred else noise
+        pred = unet(noise_sched.add_noise(lat, noise, t), t, encoder_hidden_states=cond).sample
+        return func.mse_loss(pred.float(), target.float())
 
-    try:
-        while step < cfg.steps:
-            idx = torch.randint(0, n, (min(cfg.batch, n),), generator=gen)
-            lat, cond = latents[idx], text[idx]
-            noise = torch.randn(lat.shape, generator=gen)
-            t = torch.randint(0, t_max, (lat.shape[0],), generator=gen)
-            target = noise_sched.get_velocity(lat, noise, t) if v_pred else noise
-            pred = unet(noise_sched.add_noise(lat, noise, t), t, encoder_hidden_states=cond).sample
-            loss = func.mse_loss(pred.float(), target.float())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            step += 1
-            loss_val = float(loss.detach())
-            bar.update(loss_val)
-            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                snapshot()
-    except KeyboardInterrupt:
-        snapshot()
-        raise
-    finally:
-        bar.close()
-    tensors = {f"unet.{k}": v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
     lora_meta = {"r": cfg.rank, "lora_alpha": cfg.rank, "target_modules": sorted(lora.target_modules or [])}
-    return Trained(
-        tensors,
-        {
-            "format": "pt",
-            "lora_adapter_metadata": json.dumps(lora_meta, sort_keys=True),
-            "gateway.adapter.kind": "diffusers-lora",
-        },
-        loss_val,
-        start,
-        time.perf_counter() - t_loop,
-    )
+    metadata = {
+        "format": "pt",
+        "lora_adapter_metadata": json.dumps(lora_meta, sort_keys=True),
+        "gateway.adapter.kind": "diffusers-lora",
+    }
+    return run_lora_loop(unet, loss_of, cfg, checkpoints, progress, metadata=metadata, key_prefix="unet.")
 
 
 __all__ = ["train_pipeline_lora"]
