@@ -166,12 +166,10 @@ Runner = Callable[[BackendCall], tuple[list[bytes], dict[str, Any]]]
 
 def tiny_digits_lcm_runner(path: Path, device: str, dtype: str) -> Runner:
     """The distilled digits student: guidance baked in, x0-prediction, one UNet call per LCM step."""
-    import numpy as np
     import torch
     from diffusers import LCMScheduler, UNet2DModel
-    from PIL import Image
 
-    from .local import _png, _torch_dtype, digit_from_prompt, guard_step
+    from .local import _torch_dtype, digit_from_prompt, guard_step, upscaled_pngs
 
     unet = UNet2DModel.from_pretrained(
         path / "unet", local_files_only=True, low_cpu_mem_usage=False, torch_dtype=_torch_dtype(dtype)
@@ -200,14 +198,10 @@ def tiny_digits_lcm_runner(path: Path, device: str, dtype: str) -> Runner:
                     guard_step()  # stop before a step the reservation does not pay for
                 x0 = unet(x, t, class_labels=labels).sample
                 x = sched.step(x0, t, x, generator=gen).prev_sample
-        arr = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
-        w, h = r.width or 256, r.height or 256
-        out = [_png(Image.fromarray(np.ascontiguousarray(a[0])).resize((w, h), Image.Resampling.BICUBIC))
-               for a in arr]  # fmt: skip
+        out, size = upscaled_pngs(x, r, native)
         meta = {
             "digit": digit,
-            "native_size": [native, native],
-            "upscaled": (w, h) != (native, native),
+            **size,
             "scheduler": "lcm",
             "steps": steps,
             "unet_calls": len(sched.timesteps),

@@ -263,6 +263,26 @@ def _png(img: Any) -> bytes:
     return buf.getvalue()
 
 
+def grey_images(x: Any) -> list[Any]:
+    """A batch of one-channel samples in [-1, 1] (the digits UNets' space) as greyscale PIL images."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    arr = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+    return [Image.fromarray(np.ascontiguousarray(a[0])) for a in arr]
+
+
+def upscaled_pngs(x: Any, r: Any, native: int) -> tuple[list[bytes], dict[str, Any]]:
+    """The digits samples as PNGs at the request's size (256 by default) and the size facts for the
+    result's metadata; every digits text-to-image runner answers in this shape."""
+    from PIL import Image
+
+    w, h = r.width or 256, r.height or 256
+    out = [_png(img.resize((w, h), Image.Resampling.BICUBIC)) for img in grey_images(x)]
+    return out, {"native_size": [native, native], "upscaled": (w, h) != (native, native)}
+
+
 # ---------------------------------------------------------------------- runners
 
 Runner = Callable[[BackendCall], tuple[list[bytes], dict[str, Any]]]
@@ -270,10 +290,8 @@ Runner = Callable[[BackendCall], tuple[list[bytes], dict[str, Any]]]
 
 def _tiny_digits_runner(path: Path, device: str, dtype: str, adapter: dict[str, Any] | None = None) -> Runner:
     """Class-conditional UNet with classifier-free guidance (null class = 10), upscaled output."""
-    import numpy as np
     import torch
     from diffusers import DDPMScheduler, UNet2DModel
-    from PIL import Image
 
     unet = UNet2DModel.from_pretrained(
         path / "unet", local_files_only=True, low_cpu_mem_usage=False, torch_dtype=_torch_dtype(dtype)
@@ -312,14 +330,10 @@ def _tiny_digits_runner(path: Path, device: str, dtype: str, adapter: dict[str, 
                 eps_c, eps_u = eps.chunk(2)
                 eps = eps_u + guidance * (eps_c - eps_u)
                 x = sched.step(eps, t, x, **step_kwargs).prev_sample
-        arr = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
-        w, h = r.width or 256, r.height or 256
-        out = [_png(Image.fromarray(np.ascontiguousarray(a[0])).resize((w, h), Image.Resampling.BICUBIC))
-               for a in arr]  # fmt: skip
+        out, size = upscaled_pngs(x, r, native)
         meta = {
             "digit": digit,
-            "native_size": [native, native],
-            "upscaled": (w, h) != (native, native),
+            **size,
             "scheduler": r.scheduler or DEFAULT_SCHEDULER,
             "steps": steps,
             "guidance_scale": guidance,

@@ -40,12 +40,6 @@ def _strength(call: BackendCall) -> float:
     return DEFAULT_STRENGTH.get(str(r.mode), 0.8) if r.strength is None else float(r.strength)
 
 
-def _png(img: Any) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _open(data: bytes) -> Any:
     from PIL import Image
 
@@ -71,8 +65,10 @@ def tiny_digits_edit_runner(path: Path, device: str, dtype: str) -> Runner:
         DEFAULT_GUIDANCE,
         DEFAULT_SCHEDULER,
         DEFAULT_STEPS,
+        _png,
         _torch_dtype,
         digit_from_prompt,
+        grey_images,
         guard_step,
     )
     from .local import make_scheduler as scheduler_named
@@ -131,10 +127,8 @@ def tiny_digits_edit_runner(path: Path, device: str, dtype: str) -> Runner:
                     if i < len(timesteps) - 1:
                         known = sched.add_noise(x0, noise, timesteps[i + 1 : i + 2].repeat(r.n))
                     x = (1 - m_small) * known + m_small * x
-        arr = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
         out = []
-        for a in arr:
-            drawn = Image.fromarray(np.ascontiguousarray(a[0]))
+        for drawn in grey_images(x):
             if r.mode == "inpaint":
                 out.append(_png(_composite(source, drawn, r.mask)))
             else:
@@ -180,7 +174,7 @@ def diffusers_edit_runner(path: Path, device: str, dtype: str) -> Runner:
     import torch
     from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, DiffusionPipeline
 
-    from .local import _step_end_guard, _torch_dtype, make_scheduler
+    from .local import _png, _step_end_guard, _torch_dtype, make_scheduler
 
     base = DiffusionPipeline.from_pretrained(
         path, local_files_only=True, dtype=_torch_dtype(dtype), low_cpu_mem_usage=False
