@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from ..types import EDIT_MODES
-from .generate import _emit, _settings, _split, request_options
+from .generate import _echo_saved, _emit, _settings, _split, request_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,10 +69,4 @@ def edit(**params: Any) -> None:
         out["edit_mode"] = result.metadata.get("edit_mode") or inferred
         _emit(out)
         return
-    for p in paths:
-        click.echo(str(p))
-    click.echo(
-        f"{result.provider}/{result.model} seed={result.seed} cost=${result.cost_usd} "
-        f"latency={result.latency_s:.3f}s audit_seq={result.audit_seq} trace={result.trace_id}",
-        err=True,
-    )
+    _echo_saved(result, paths)

@@ -87,6 +87,17 @@ def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def _echo_saved(result: Any, paths: list[Path]) -> None:
+    """The human output of a call that saved images: one path a line on stdout, a summary on stderr."""
+    for p in paths:
+        click.echo(str(p))
+    click.echo(
+        f"{result.provider}/{result.model} seed={result.seed} cost=${result.cost_usd} "
+        f"latency={result.latency_s:.3f}s audit_seq={result.audit_seq} trace={result.trace_id}",
+        err=True,
+    )
+
+
 @click.command()
 @request_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True,
@@ -109,13 +120,7 @@ def generate(**params: Any) -> None:
     if params["as_json"]:
         _emit(result.to_dict(paths))
         return
-    for p in paths:
-        click.echo(str(p))
-    click.echo(
-        f"{result.provider}/{result.model} seed={result.seed} cost=${result.cost_usd} "
-        f"latency={result.latency_s:.3f}s audit_seq={result.audit_seq} trace={result.trace_id}",
-        err=True,
-    )
+    _echo_saved(result, paths)
     if result.quarantined:
         click.echo(f"{len(result.quarantined)} image(s) quarantined by policy", err=True)
     if result.replayed or result.cache_hit:
