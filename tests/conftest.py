@@ -6,7 +6,9 @@ test can download weights; AWS_BEARER_TOKEN_BEDROCK is removed because it switch
 
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,23 @@ def postgres_url() -> str:
             pytest.fail(f"PostgreSQL is required in CI but not reachable at {POSTGRES_URL}")
         pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL} (set GATEWAY_TEST_POSTGRES_URL)")
     return POSTGRES_URL
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """The gateway's JSON log lines, captured at DEBUG; logging is put back as it was afterwards."""
+    import logging
+
+    import structlog
+
+    from gateway.audit import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("DEBUG", stream=stream)
+    yield stream
+    structlog.reset_defaults()
+    logger = logging.getLogger("gateway")
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -18,15 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from telemetry_support import in_memory_telemetry
 
 from gateway import Gateway
-from gateway.audit import Telemetry, configure_logging, get_logger, open_audit
+from gateway.audit import Telemetry, get_logger, open_audit
 from gateway.config import Settings
 from gateway.errors import AuditWriteError, GatewayError
 from gateway.testing import FakeBedrock, FakeReplicate
@@ -59,31 +53,11 @@ def fakes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[Fak
         yield rep, bed
 
 
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging("DEBUG", stream=stream)
-    yield stream
-    structlog.reset_defaults()
-    logger = logging.getLogger("gateway")
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-    logger.propagate = True
-    logger.setLevel(logging.NOTSET)
-
-
-def otel() -> tuple[Telemetry, InMemorySpanExporter, InMemoryMetricReader]:
-    spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
-    tp = TracerProvider()
-    tp.add_span_processor(SimpleSpanProcessor(spans))
-    return Telemetry(tp, MeterProvider(metric_readers=[reader])), spans, reader
-
-
 def test_planted_secrets_reach_no_span_log_record_file_or_error(
     fakes: tuple[FakeReplicate, FakeBedrock], log_stream: io.StringIO, tmp_path: Path
 ) -> None:
     rep, bed = fakes
-    telemetry, spans, reader = otel()
+    telemetry, spans, reader = in_memory_telemetry()
     settings = Settings(home=tmp_path / "home")
     evidence: list[str] = []
     log = get_logger("app")
@@ -129,7 +103,7 @@ def test_no_images_are_returned_when_the_audit_record_cannot_be_written(
 ) -> None:
     db = tmp_path / "audit.db"
     audit = open_audit(f"sqlite:///{db}?timeout=0.05", checkpoint_dir=tmp_path / "cps")
-    telemetry, spans, _ = otel()
+    telemetry, spans, _ = in_memory_telemetry()
     with _gateway(tmp_path, audit, telemetry) as gw:
         assert gw.generate("a fox", provider="bedrock").images  # works while the log is writable
         blocker = sqlite3.connect(db, isolation_level=None)
@@ -157,7 +131,7 @@ def test_no_images_when_the_postgres_audit_connection_is_lost(
     prefix = f"t{uuid.uuid4().hex[:12]}_"
     audit = open_audit(f"{postgres_url}?table_prefix={prefix}", checkpoint_dir=tmp_path / "cps")
     assert isinstance(audit, PostgresAuditLog)
-    telemetry, _, _ = otel()
+    telemetry, _, _ = in_memory_telemetry()
     try:
         with _gateway(tmp_path, audit, telemetry) as gw:
             with psycopg.connect(postgres_url, autocommit=True) as admin:

@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from telemetry_support import in_memory_telemetry
 
 from gateway import Gateway
-from gateway.audit import Telemetry, configure_logging, get_logger
+from gateway.audit import get_logger
 from gateway.backends.gemini import GeminiBackend
 from gateway.backends.openai_images import AzureOpenAIBackend, OpenAIBackend
 from gateway.config import Settings
@@ -54,26 +48,10 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeOpenAI, FakeGem
         yield oa, gm
 
 
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging("DEBUG", stream=stream)
-    yield stream
-    structlog.reset_defaults()
-    logger = logging.getLogger("gateway")
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-    logger.propagate = True
-    logger.setLevel(logging.NOTSET)
-
-
 def test_planted_keys_never_surface(
     fakes: tuple[FakeOpenAI, FakeGemini], log_stream: io.StringIO, tmp_path: Path
 ) -> None:
-    spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
-    tp = TracerProvider()
-    tp.add_span_processor(SimpleSpanProcessor(spans))
-    telemetry = Telemetry(tp, MeterProvider(metric_readers=[reader]))
+    telemetry, spans, reader = in_memory_telemetry()
     settings = Settings(home=tmp_path / "home")
     evidence: list[str] = []
     log = get_logger("app")

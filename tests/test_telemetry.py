@@ -12,7 +12,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
-import structlog
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -20,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from gateway.audit import Telemetry, configure_from_env, configure_logging, get_logger
+from gateway.audit import Telemetry, configure_from_env, get_logger
 from gateway.errors import BackendUnavailable, ConfigError, PolicyDenied
 from gateway.types import (
     Attempt,
@@ -319,19 +318,6 @@ def test_otlp_export_from_the_standard_variables(
 
 
 # --------------------------------------------------------------------------- logs
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging("DEBUG", stream=stream)
-    yield stream
-    structlog.reset_defaults()
-    logger = logging.getLogger("gateway")
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-    logger.propagate = True
-    logger.setLevel(logging.NOTSET)
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
