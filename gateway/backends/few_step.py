@@ -167,14 +167,11 @@ Runner = Callable[[BackendCall], tuple[list[bytes], dict[str, Any]]]
 def tiny_digits_lcm_runner(path: Path, device: str, dtype: str) -> Runner:
     """The distilled digits student: guidance baked in, x0-prediction, one UNet call per LCM step."""
     import torch
-    from diffusers import LCMScheduler, UNet2DModel
+    from diffusers import LCMScheduler
 
-    from .local import _torch_dtype, digit_from_prompt, guard_step, upscaled_pngs
+    from .local import digit_from_prompt, guard_step, load_digits_unet, upscaled_pngs
 
-    unet = UNet2DModel.from_pretrained(
-        path / "unet", local_files_only=True, low_cpu_mem_usage=False, torch_dtype=_torch_dtype(dtype)
-    )
-    unet = unet.to(device=device).eval()
+    unet, _ = load_digits_unet(path, device, dtype)
     base_sched = LCMScheduler.from_pretrained(path / "scheduler", local_files_only=True)
     native = int(unet.config.sample_size)
     own = spec_for({}, path)

@@ -285,13 +285,13 @@ def upscaled_pngs(x: Any, r: Any, native: int) -> tuple[list[bytes], dict[str, A
 
 # ---------------------------------------------------------------------- runners
 
-Runner = Callable[[BackendCall], tuple[list[bytes], dict[str, Any]]]
 
-
-def _tiny_digits_runner(path: Path, device: str, dtype: str, adapter: dict[str, Any] | None = None) -> Runner:
-    """Class-conditional UNet with classifier-free guidance (null class = 10), upscaled output."""
-    import torch
-    from diffusers import DDPMScheduler, UNet2DModel
+def load_digits_unet(
+    path: Path, device: str, dtype: str, adapter: dict[str, Any] | None = None
+) -> tuple[Any, dict[str, Any] | None]:
+    """A digits model's UNet2DModel on ``device`` in eval mode, ``adapter`` (a verified LoRA) applied
+    before the move; returns the UNet and the adapter's metadata (None without one)."""
+    from diffusers import UNet2DModel
 
     unet = UNet2DModel.from_pretrained(
         path / "unet", local_files_only=True, low_cpu_mem_usage=False, torch_dtype=_torch_dtype(dtype)
@@ -301,7 +301,18 @@ def _tiny_digits_runner(path: Path, device: str, dtype: str, adapter: dict[str, 
         from .lora import apply_to_unet
 
         adapter_info = apply_to_unet(unet, path, adapter)
-    unet = unet.to(device=device).eval()
+    return unet.to(device=device).eval(), adapter_info
+
+
+Runner = Callable[[BackendCall], tuple[list[bytes], dict[str, Any]]]
+
+
+def _tiny_digits_runner(path: Path, device: str, dtype: str, adapter: dict[str, Any] | None = None) -> Runner:
+    """Class-conditional UNet with classifier-free guidance (null class = 10), upscaled output."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    unet, adapter_info = load_digits_unet(path, device, dtype, adapter)
     base_config = DDPMScheduler.from_pretrained(path / "scheduler", local_files_only=True).config
     null_class = int(unet.config.num_class_embeds) - 1
     native = int(unet.config.sample_size)

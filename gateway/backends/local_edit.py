@@ -58,7 +58,7 @@ def tiny_digits_edit_runner(path: Path, device: str, dtype: str) -> Runner:
     """img2img and inpainting on the class-conditional digits UNet (see the module docstring)."""
     import numpy as np
     import torch
-    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers import DDPMScheduler
     from PIL import Image
 
     from .local import (
@@ -66,17 +66,14 @@ def tiny_digits_edit_runner(path: Path, device: str, dtype: str) -> Runner:
         DEFAULT_SCHEDULER,
         DEFAULT_STEPS,
         _png,
-        _torch_dtype,
         digit_from_prompt,
         grey_images,
         guard_step,
+        load_digits_unet,
     )
     from .local import make_scheduler as scheduler_named
 
-    unet = UNet2DModel.from_pretrained(
-        path / "unet", local_files_only=True, low_cpu_mem_usage=False, torch_dtype=_torch_dtype(dtype)
-    )
-    unet = unet.to(device=device).eval()
+    unet, _ = load_digits_unet(path, device, dtype)
     base_config = DDPMScheduler.from_pretrained(path / "scheduler", local_files_only=True).config
     null_class = int(unet.config.num_class_embeds) - 1
     native = int(unet.config.sample_size)
