@@ -1,8 +1,7 @@
-"""Helpers for the fine-tuning tests: a trained tiny-digits adapter, datasets, a tiny SD pipeline.
+"""Helpers for the fine-tuning tests: a provider card for a tiny SD pipeline, datasets, settings.
 
-The tiny Stable Diffusion pipeline is built from configs with random weights (diffusers' own tests do
-the same): it exists to test the LoRA *loading* path of a text-to-image pipeline, never image quality.
-Its CLIP tokenizer is written from a byte-level vocabulary (no merges), so nothing is downloaded.
+The pipeline itself comes from :mod:`tiny_sd` (random weights: it tests the LoRA *loading* path of a
+text-to-image pipeline, never image quality).
 """
 
 from __future__ import annotations
@@ -32,77 +31,6 @@ models:
     defaults: {{width: 64, height: 64, steps: 2, guidance_scale: 1.0, scheduler: ddim}}
     options: {{path: {path}}}
 """
-
-
-def tiny_sd_pipeline(out: Path) -> Path:
-    """Save a random-weight StableDiffusionPipeline (UNet 8/16 channels, 2-block VAE, 1-layer CLIP)."""
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16,
-        attention_head_dim=2,
-        norm_num_groups=4,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(8, 8),
-        norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        sample_size=64,
-    )
-    tok_dir = out / "_tok"
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    chars = _byte_chars()
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
-    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
-    (tok_dir / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=16)
-    te = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=16,
-            intermediate_size=32,
-            num_attention_heads=2,
-            num_hidden_layers=1,
-            vocab_size=len(vocab),
-            max_position_embeddings=16,
-            bos_token_id=vocab["<|startoftext|>"],
-            eos_token_id=vocab["<|endoftext|>"],
-        )
-    )
-    pipe = StableDiffusionPipeline(
-        unet=unet,
-        vae=vae,
-        text_encoder=te,
-        tokenizer=tokenizer,
-        scheduler=DDIMScheduler(steps_offset=1, clip_sample=False),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(out / "pipe")
-    return out / "pipe"
-
-
-def _byte_chars() -> list[str]:
-    """GPT-2/CLIP's reversible byte -> printable character table (256 entries)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = iter(range(256, 512))
-    return [chr(b) if b in keep else chr(next(extra)) for b in range(256)]
 
 
 def write_card(path: Path, pipe_dir: Path) -> Path:

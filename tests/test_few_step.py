@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_sd import build_tiny_sd
 
 from gateway.backends.base import BackendCall
 from gateway.backends.few_step import FEW_STEP_SCHEDULERS
@@ -135,68 +136,17 @@ def test_frechet_distance_is_small_for_real_digits_and_large_for_noise() -> None
 def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny StableDiffusionPipeline saved from configs (random weights), and an LCM-style LoRA for it."""
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     root = tmp_path_factory.mktemp("sd")
-    chars = "abcdefghijklmnopqrstuvwxyz0123456789"
-    vocab = ["<|startoftext|>", "<|endoftext|>", *chars, *(c + "</w>" for c in chars)]
-    (root / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-    (root / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"), model_max_length=16)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16,
-        attention_head_dim=2,
-        norm_num_groups=4,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(4, 4, 4, 4),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        norm_num_groups=2,
-        sample_size=64,
-    )
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=16,
-            intermediate_size=32,
-            num_attention_heads=2,
-            num_hidden_layers=1,
-            vocab_size=len(vocab),
-            max_position_embeddings=16,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-            projection_dim=16,
-        )
-    )
     sched = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
     )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text,
-        tokenizer=tok,
-        unet=unet,
-        scheduler=sched,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(root / "sd15-tiny")
+    sd = build_tiny_sd(root, vae_blocks=4, scheduler=sched, name="sd15-tiny")  # 8x8 latents, 64 px
+    unet = UNet2DConditionModel.from_pretrained(sd / "unet", low_cpu_mem_usage=False)
+    torch.manual_seed(1)
     unet.add_adapter(
         LoraConfig(
             r=2, lora_alpha=2, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"]
@@ -205,7 +155,7 @@ def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     StableDiffusionPipeline.save_lora_weights(
         root / "lcm-lora", unet_lora_layers=get_peft_model_state_dict(unet)
     )
-    return root / "sd15-tiny", root / "lcm-lora"
+    return sd, root / "lcm-lora"
 
 
 def sd_call(path: Path, few_step: dict[str, Any] | None, **kw: Any) -> BackendCall:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from finetune_support import colour_dataset, tiny_sd_pipeline, write_card
+from finetune_support import colour_dataset, write_card
+from tiny_sd import build_tiny_sd
 
 from gateway import Gateway
 from gateway.catalog import Catalog, default_data_dir
@@ -26,7 +27,7 @@ pytest.importorskip("transformers")
 
 
 def test_pipeline_lora_trains_signs_routes_and_loads(tmp_path: Path) -> None:
-    pipe_dir = tiny_sd_pipeline(tmp_path / "sd")
+    pipe_dir = build_tiny_sd(tmp_path / "sd", sample_size=32)
     cards = tmp_path / "cards"
     cards.mkdir()
     write_card(cards / "tiny-sd.yaml", pipe_dir)
