@@ -17,7 +17,6 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from html import unescape
@@ -26,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cli_support import GATEWAY, gateway_process
 from click.testing import CliRunner
 from dashboard_support import Seeded, seed
 
@@ -38,7 +38,6 @@ from gateway.errors import AuditWriteError, UsageError
 from gateway.ledger import open_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
-GATEWAY = [sys.executable, "-c", "from gateway.cli import main; main()"]
 METRIC = re.compile(r'data-metric="([a-z_]+)" data-value="([^"]*)"')
 
 
@@ -340,26 +339,12 @@ def test_cli_dashboard_serves_on_loopback_and_refuses_open_binds(seeded: Seeded)
     )
     assert bad.returncode == 2
     assert "token" in bad.stderr
-    with subprocess.Popen(
-        [*GATEWAY, "dashboard", "--port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            url = re.search(r"http://127\.0\.0\.1:\d+/", line)
-            assert url is not None, line
-            page = httpx.get(url.group(0) + "audit", timeout=30)
-            assert page.status_code == 200
-            assert 'data-verified="true"' in page.text
-            assert "content-security-policy" in page.headers
-            assert "server" not in page.headers
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with gateway_process("dashboard", "--port", "0", env=env, url=r"http://127\.0\.0\.1:\d+/") as url:
+        page = httpx.get(url + "audit", timeout=30)
+        assert page.status_code == 200
+        assert 'data-verified="true"' in page.text
+        assert "content-security-policy" in page.headers
+        assert "server" not in page.headers
 
 
 # --------------------------------------------------------------------------- Grafana <-> SDK metrics

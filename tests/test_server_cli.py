@@ -11,22 +11,16 @@ import base64
 import io
 import json
 import os
-import re
-import signal
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import openai
 import pytest
+from cli_support import GATEWAY, gateway_serve
 from click.testing import CliRunner
 from PIL import Image
 
 from gateway.cli import cli
-
-GATEWAY = [sys.executable, "-c", "from gateway.cli import main; main()"]
 
 
 def run_cli(*args: str) -> dict[str, object]:
@@ -34,32 +28,6 @@ def run_cli(*args: str) -> dict[str, object]:
     assert res.exit_code == 0, res.output
     out: dict[str, object] = json.loads(res.stdout)
     return out
-
-
-@contextmanager
-def gateway_serve(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """``gateway serve --port 0 ARGS``; yields the base URL it prints, SIGTERMs it afterwards."""
-    with subprocess.Popen(
-        [*GATEWAY, "serve", "--port", "0", *args],
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            url = re.search(r"http://127\.0\.0\.1:\d+/v1", line)
-            assert url is not None, (line, proc.stderr.read() if proc.poll() is not None else "")
-            yield url.group(0)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                code = proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                raise
-        assert code == 0, proc.stderr.read() if proc.stderr else code
 
 
 def test_api_keys_cli_create_list_revoke(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ from typing import Any
 
 import openai
 import pytest
+from cli_support import gateway_serve
 from ledger_support import drop_schema, with_schema
-from test_server_cli import gateway_serve
 
 from gateway.audit import open_audit
 from gateway.ledger import open_ledger
