@@ -38,6 +38,7 @@ from gateway.errors import AuditWriteError, UsageError
 from gateway.ledger import open_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
+LOOPBACK = r"http://127\.0\.0\.1:\d+/"
 METRIC = re.compile(r'data-metric="([a-z_]+)" data-value="([^"]*)"')
 
 
@@ -339,7 +340,8 @@ def test_cli_dashboard_serves_on_loopback_and_refuses_open_binds(seeded: Seeded)
     )
     assert bad.returncode == 2
     assert "token" in bad.stderr
-    with gateway_process("dashboard", "--port", "0", env=env, url=r"http://127\.0\.0\.1:\d+/") as url:
+    served = gateway_process("dashboard", "--port", "0", env=env, url=LOOPBACK, exit_code=None)
+    with served as url:
         page = httpx.get(url + "audit", timeout=30)
         assert page.status_code == 200
         assert 'data-verified="true"' in page.text
