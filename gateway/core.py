@@ -434,8 +434,13 @@ class _Core:
         latency = time.perf_counter() - started
         if not isinstance(exc, ReservationExhausted):  # the budget's stop is not the route's fault
             self.breaker.record_failure(route.key, self.monotonic())
+        elif time_billed(route):  # it needed more than its reservation: the next estimate learns that
+            self.work.observe_stopped(
+                route.key, work_units(route, run.plan.request), seconds_for(route, run.estimated)
+            )
         name = type(exc).__name__
-        run.attempts.append(Attempt(route.provider, route.model, name, latency, str(exc), retries))
+        charged = run.estimated if isinstance(exc, BackendTimeout) else None  # kept as spent (settle_failure)
+        run.attempts.append(Attempt(route.provider, route.model, name, latency, str(exc), retries, charged))
         self.record(run, "attempt", provider=route.provider, model=route.model, route_key=route.key,
                     outcome=name, error=str(exc), latency_s=round(latency, 6), retries=retries)  # fmt: skip
 

@@ -296,6 +296,7 @@ class Attempt:
     latency_s: float
     error: str | None = None
     retries: int = 0
+    charged_usd: Decimal | None = None  # what a failed attempt kept as spent (a timed-out or stopped run)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -45,6 +45,7 @@ class BuildResult:
     exit_code: int = 0
     errors: list[str] = field(default_factory=list)
     images_made: int = 0  # images that came back from the gateway in this run (paid or replayed)
+    stopped_runs: int = 0  # runs stopped at their reservation (paid, retried once; see worker.py)
 
     @property
     def images_per_s(self) -> float:
@@ -63,6 +64,7 @@ class BuildResult:
             "requests_run": self.requests_run,
             "requests_replayed": self.requests_replayed,
             "requests_skipped": self.requests_skipped,
+            "stopped_runs": self.stopped_runs,
             "cost_usd_this_run": str(self.cost_usd_run),
             "cost_usd_total": self.cost_usd_total,
             "images_per_s": round(self.images_per_s, 3),
@@ -180,6 +182,12 @@ def build(
 
     def on_result(res: dict[str, Any]) -> bool:
         item = by_key[res["key"]]
+        stopped_usd = Decimal(str(res.get("stopped_usd") or 0))
+        if res.get("stops"):  # paid device time that gave no image: counted, never hidden
+            folder.append_stopped({"key": item.key, "runs": int(res["stops"]), "cost_usd": str(stopped_usd)})
+            result.stopped_runs += int(res["stops"])
+            result.cost_usd_run += stopped_usd
+            bar.update(0, stopped_usd)
         if not res["ok"]:
             result.errors.append(f"{item.label}/{item.j}: {res['error']}: {res['message']}")
             if result.stopped is None:

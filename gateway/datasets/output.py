@@ -9,10 +9,13 @@ Layout::
     DIR/README.md                          the dataset card
     DIR/.build/state.json                  the spec digest and item fields this folder was built from
     DIR/.build/done.jsonl                  one line per finished request (append-only, fsynced)
+    DIR/.build/stopped.jsonl               one line per request whose run(s) stopped at their reservation
+                                           (paid device time that produced no image; append-only)
 
-Only ``done.jsonl`` is appended during a build; a kill can at worst leave its last line torn, which
-is ignored (that request is replayed from the gateway's archive at no cost). Everything else is
-rewritten whole and atomically at the end of every run, so a killed build never leaves a half file.
+Only the two ``.jsonl`` files under ``.build/`` are appended during a build; a kill can at worst leave
+a last line torn, which is ignored (a finished request is then replayed from the gateway's archive at
+no cost). Everything else is rewritten whole and atomically at the end of every run, so a killed build
+never leaves a half file.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +41,26 @@ def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a torn last line after a kill
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
 class BuildFolder:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.build = root / BUILD
         self.done_path = self.build / "done.jsonl"
+        self.stopped_path = self.build / "stopped.jsonl"
 
     # ------------------------------------------------------------------ state
 
@@ -58,21 +77,21 @@ class BuildFolder:
 
     def done(self) -> dict[str, dict[str, Any]]:
         """key -> finished-request record; a torn last line (a kill mid-write) is ignored."""
-        out: dict[str, dict[str, Any]] = {}
-        if not self.done_path.exists():
-            return out
-        for line in self.done_path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and "key" in rec:
-                out[str(rec["key"])] = rec
-        return out
+        return {str(rec["key"]): rec for rec in _read_jsonl(self.done_path) if "key" in rec}
+
+    def stopped(self) -> list[dict[str, Any]]:
+        """Runs stopped at their reservation: what each cost (settled as spent, no image came back)."""
+        return [rec for rec in _read_jsonl(self.stopped_path) if "cost_usd" in rec]
 
     def append_done(self, record: Mapping[str, Any]) -> None:
+        self._append(self.done_path, record)
+
+    def append_stopped(self, record: Mapping[str, Any]) -> None:
+        self._append(self.stopped_path, record)
+
+    def _append(self, path: Path, record: Mapping[str, Any]) -> None:
         self.build.mkdir(parents=True, exist_ok=True)
-        with open(self.done_path, "a", encoding="utf-8") as fh:
+        with open(path, "a", encoding="utf-8") as fh:
             fh.write(_canonical(record) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -136,7 +155,9 @@ class BuildFolder:
         for row in rows:
             counts.setdefault(row["label"], {}).setdefault(row["split"], 0)
             counts[row["label"]][row["split"]] += 1
-        cost = sum((float(r.get("cost_usd", 0)) for r in done.values()), 0.0)
+        cost = sum((Decimal(str(r.get("cost_usd", 0))) for r in done.values()), Decimal(0))
+        stopped = self.stopped()
+        stopped_cost = sum((Decimal(str(r["cost_usd"])) for r in stopped), Decimal(0))
         manifest = {
             "name": spec.name,
             "spec_digest": spec.digest,
@@ -145,7 +166,9 @@ class BuildFolder:
             "dropped": len(dropped),
             "requests": len(done),
             "counts": counts,
-            "cost_usd": f"{cost:.6f}",
+            "cost_usd": f"{cost + stopped_cost:.6f}",  # everything paid, stopped runs included
+            "stopped_runs": sum(int(r.get("runs", 1)) for r in stopped),
+            "stopped_runs_cost_usd": f"{stopped_cost:.6f}",
             "items_root": root([leaf_hash(_canonical(r).encode()) for r in rows]).hex(),
             "models": sorted({str(r["model"]) for r in rows}),
             "policy_hashes": sorted({str(r["policy_hash"]) for r in done.values() if r.get("policy_hash")}),
@@ -196,7 +219,13 @@ def dataset_card(
         "",
         f"- {'complete' if manifest['complete'] else 'INCOMPLETE (the build stopped; rerun it to continue)'}",
         f"- images listed: {manifest['images']}; dropped by quality gates: {manifest['dropped']}",
-        f"- requests: {manifest['requests']}; total cost: ${manifest['cost_usd']}",
+        f"- requests: {manifest['requests']}; total cost: ${manifest['cost_usd']}"
+        + (
+            f" (of which ${manifest['stopped_runs_cost_usd']} for {manifest['stopped_runs']} run(s) stopped"
+            " at their reservation and run again)"
+            if manifest.get("stopped_runs")
+            else ""
+        ),
         f"- spec digest: `{manifest['spec_digest']}`; items root: `{manifest['items_root']}`",
         "",
         "## Counts",

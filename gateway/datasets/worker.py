@@ -4,14 +4,36 @@ Each worker opens its own :class:`~gateway.Gateway` on the shared ledger and aud
 host, PostgreSQL across hosts), so budgets stay atomic across every worker and every rerun. A request
 goes through ``generate`` like any other call: policy, routing, reservation, provenance, audit; the
 dataset key is its idempotency key, so a rerun replays what was already paid for.
+
+Under a budget, a time-billed (local) request's reservation is also its deadline. A run stopped there
+(``ReservationExhausted``, on a host busier than its history said) is retried once with the same key:
+its partial device time was settled as spent and is reported back (``stopped_usd``) for the build to
+count, and the gateway has learned from the stop, so the retry reserves more. A second stop, or a
+budget that no longer covers the retry, ends the item like any other failure.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..client import Gateway
+
+RETRIES_AFTER_STOP = 1  # a request stopped at its reservation is run once more
+
+
+def _stopped(exc: Exception) -> tuple[bool, Decimal]:
+    """Whether a failed request had a run stopped at its reservation, and what its failed attempts kept
+    as spent (the ledger settles a stopped or timed-out run at its reservation)."""
+    from ..errors import ReservationExhausted
+
+    attempts = getattr(exc, "attempts", ())
+    stopped = isinstance(exc, ReservationExhausted) or any(
+        a.outcome == ReservationExhausted.__name__ for a in attempts
+    )
+    charged = sum((a.charged_usd for a in attempts if a.charged_usd is not None), Decimal(0))
+    return stopped, charged
 
 
 class Worker:
@@ -41,23 +63,34 @@ class Worker:
             }.items()
             if v is not None
         }
-        try:
-            result = self.gateway.generate(
-                task["prompt"],
-                n=task["n"],
-                seed=task["seed"],
-                idempotency_key=task["key"],
-                context=job["context"],
-                **options,
-            )
-        except GatewayError as exc:
-            return {
-                "key": task["key"],
-                "ok": False,
-                "error": type(exc).__name__,
-                "exit_code": exc.exit_code,
-                "message": str(exc),
-            }
+        spent_on_stops = Decimal(0)
+        stops = 0
+        while True:
+            try:
+                result = self.gateway.generate(
+                    task["prompt"],
+                    n=task["n"],
+                    seed=task["seed"],
+                    idempotency_key=task["key"],
+                    context=job["context"],
+                    **options,
+                )
+                break
+            except GatewayError as exc:
+                stopped, charged = _stopped(exc)
+                spent_on_stops += charged
+                if stopped and stops < RETRIES_AFTER_STOP:
+                    stops += 1
+                    continue
+                return {
+                    "key": task["key"],
+                    "ok": False,
+                    "error": type(exc).__name__,
+                    "exit_code": exc.exit_code,
+                    "message": str(exc),
+                    "stopped_usd": str(spent_on_stops),
+                    "stops": stops + int(stopped),
+                }
         return {
             "key": task["key"],
             "ok": True,
@@ -73,6 +106,8 @@ class Worker:
             "seed": result.seed,
             "replayed": result.replayed,
             "policy_hash": result.decision.policy_hash,
+            "stopped_usd": str(spent_on_stops),
+            "stops": stops,
         }
 
     def close(self) -> None:
