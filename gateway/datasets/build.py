@@ -183,7 +183,7 @@ def build(
     def on_result(res: dict[str, Any]) -> bool:
         item = by_key[res["key"]]
         stopped_usd = Decimal(str(res.get("stopped_usd") or 0))
-        if res.get("stops"):  # paid device time that gave no image: counted, never hidden
+        if res.get("stops") or stopped_usd > 0:  # paid device time that gave no image: counted
             folder.append_stopped({"key": item.key, "runs": int(res["stops"]), "cost_usd": str(stopped_usd)})
             result.stopped_runs += int(res["stops"])
             result.cost_usd_run += stopped_usd
