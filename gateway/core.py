@@ -652,7 +652,10 @@ def _default_telemetry(s: Settings) -> Telemetry:
         from opentelemetry.sdk.trace import TracerProvider
 
         tp = TracerProvider()
-    return Telemetry(tp, mp, capture_prompt=bool(s.telemetry.get("capture_prompt", False)))
+    t = s.telemetry
+    return Telemetry(
+        tp, mp, capture_prompt=bool(t.get("capture_prompt", False)), step_spans=bool(t.get("step_spans", False))
+    )
 
 
 def _kept_meta(route: Route) -> dict[str, Any]:

@@ -39,14 +39,16 @@ PROMPT = "a lighthouse at dusk, oil painting"
 class Otel:
     """In-memory span exporter and metric reader, or the given SDK providers."""
 
-    def __init__(self, *, capture_prompt: bool = False, tp: Any = None, mp: Any = None) -> None:
+    def __init__(
+        self, *, capture_prompt: bool = False, tp: Any = None, mp: Any = None, step_spans: bool = True
+    ) -> None:
         self.spans = InMemorySpanExporter()
         if tp is None:
             tp = TracerProvider()
             tp.add_span_processor(SimpleSpanProcessor(self.spans))
         self.reader = InMemoryMetricReader()
         mp = mp or MeterProvider(metric_readers=[self.reader])
-        self.telemetry = Telemetry(tp, mp, capture_prompt=capture_prompt)
+        self.telemetry = Telemetry(tp, mp, capture_prompt=capture_prompt, step_spans=step_spans)
 
     def finished(self) -> dict[str, ReadableSpan]:
         return {s.name: s for s in self.spans.get_finished_spans()}
@@ -141,6 +143,24 @@ def test_a_request_is_one_genai_span_with_child_steps() -> None:
     att = attempt.attributes or {}
     assert (att["server.address"], att["server.port"]) == ("bedrock-runtime.us-east-1.x", 443)
     assert att["gen_ai.provider.name"] == "aws.bedrock"
+
+
+def test_steps_are_events_on_the_request_span_by_default() -> None:
+    otel = Otel(step_spans=False)
+    with pytest.raises(RuntimeError), otel.telemetry.request(REQUEST, CONTEXT, "req-e") as rt:
+        with rt.step("ledger.reserve", route="bedrock/titan", estimated_cost_usd=Decimal("0.016")):
+            pass
+        with rt.step("outputs") as out:
+            out.set(images=2)
+            raise RuntimeError(f"decoder broke; Authorization: Bearer {SECRET}")
+    (root,) = otel.spans.get_finished_spans()  # one span: the steps did not make their own
+    events = {e.name: dict(e.attributes or {}) for e in root.events}
+    assert events["ledger.reserve"]["gateway.estimated_cost_usd"] == "0.016"
+    assert events["ledger.reserve"]["gateway.step.duration_ms"] >= 0
+    assert events["outputs"]["gateway.images"] == 2
+    assert events["outputs"]["error.type"] == "RuntimeError"
+    assert SECRET not in json.dumps(events)
+    assert (root.attributes or {})["error.type"] == "RuntimeError"
 
 
 def test_metrics_duration_images_cost_and_budget() -> None:

@@ -128,22 +128,51 @@ def _suspicious(text: str) -> bool:
 
 
 _extra_secrets: set[str] = set()
+_known_cache: tuple[tuple[Any, ...], int, list[str]] = ((), -1, [])
+_extra_version = 0
 
 
 def register_secret(value: str | None) -> None:
     """Scrub this exact value from now on (a backend calls this with a token it was given directly)."""
-    if value and len(value) >= 6:
+    global _extra_version
+    if value and len(value) >= 6 and value not in _extra_secrets:
         _extra_secrets.add(value)
+        _extra_version += 1
+
+
+def _env_reader() -> Callable[[], tuple[Any, ...]]:
+    """A cheap fingerprint of the credential variables: the raw values straight from ``os.environ``'s
+    own dict (a few dict lookups, no per-key decoding), so a changed variable is seen on the next call
+    while an unchanged environment costs about a microsecond instead of a scan per string."""
+    data = getattr(os.environ, "_data", None)
+    encode = getattr(os.environ, "encodekey", None)
+    if isinstance(data, dict) and callable(encode):
+        keys = tuple(encode(name) for name in SECRET_ENV_VARS)
+        get = data.get
+        return lambda: tuple(map(get, keys))
+    return lambda: tuple(map(os.environ.get, SECRET_ENV_VARS))  # pragma: no cover - non-CPython
+
+
+_env_fingerprint = _env_reader()
 
 
 def _known_secrets() -> list[str]:
+    """The exact values to scrub, longest first; recomputed only when a variable or the registered
+    set changes (this runs for every log line, span attribute and audit record)."""
+    global _known_cache
+    fingerprint = _env_fingerprint()
+    cached_fp, cached_version, cached = _known_cache
+    if fingerprint == cached_fp and cached_version == _extra_version:
+        return cached
     values = {os.environ.get(name) or "" for name in SECRET_ENV_VARS} | _extra_secrets
-    return sorted((v for v in values if len(v) >= 6), key=len, reverse=True)
+    known = sorted((v for v in values if len(v) >= 6), key=len, reverse=True)
+    _known_cache = (fingerprint, _extra_version, known)
+    return known
 
 
 def redact(text: str, *, secrets: Iterable[str] = ()) -> str:
     """Return ``text`` with every secret replaced by ``[REDACTED]``."""
-    return _scrub(text, [*secrets, *_known_secrets()])
+    return _scrub(text, [*secrets, *_known_secrets()] if secrets else _known_secrets())
 
 
 def _scrub(text: str, known: list[str]) -> str:
@@ -168,7 +197,7 @@ def is_secret_key(key: str) -> bool:
 
 def redact_value(value: Any, *, secrets: Iterable[str] = ()) -> Any:
     """Scrub strings anywhere inside dicts, lists and tuples; values under secret-named keys entirely."""
-    return _walk(value, [*secrets, *_known_secrets()])
+    return _walk(value, [*secrets, *_known_secrets()] if secrets else _known_secrets())
 
 
 def _walk(value: Any, known: list[str]) -> Any:

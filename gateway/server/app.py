@@ -270,7 +270,10 @@ def create_app(
 
             tracer_provider = TracerProvider()
     capture = bool(s.telemetry.get("capture_prompt", False))
-    components.setdefault("telemetry", Telemetry(tracer_provider, prom.provider, capture_prompt=capture))
+    steps = bool(s.telemetry.get("step_spans", False))
+    components.setdefault(
+        "telemetry", Telemetry(tracer_provider, prom.provider, capture_prompt=capture, step_spans=steps)
+    )
     policy = components.pop("policy", None) or PolicySet.load(s.policy_paths)
     audit = components.pop("audit", None) or audit_from_settings(s)
     s.home.mkdir(parents=True, exist_ok=True)
