@@ -253,8 +253,7 @@ class AsyncGateway:
                     hit = await asyncio.to_thread(keeper.cached, run)
                     result = hit if hit is not None else await self._execute(run)
                     result = await asyncio.to_thread(keeper.keep, run, result)  # fsync'd file writes
-                records = run.records
-                seqs = await self._store(core.audit.blocking_io, lambda: core.audit.append_many(records))
+                seqs = await core.audit.aappend_many(run.records)  # group-committed with its peers
                 if doc is None:  # a replay keeps the original's audit_seq; its own record follows it
                     result = _with_seq(result, seqs[-1])
                     await self._store(blocking, partial(keeper.complete, run, result))

@@ -653,9 +653,8 @@ def _default_telemetry(s: Settings) -> Telemetry:
 
         tp = TracerProvider()
     t = s.telemetry
-    return Telemetry(
-        tp, mp, capture_prompt=bool(t.get("capture_prompt", False)), step_spans=bool(t.get("step_spans", False))
-    )
+    capture, steps = bool(t.get("capture_prompt", False)), bool(t.get("step_spans", False))
+    return Telemetry(tp, mp, capture_prompt=capture, step_spans=steps)
 
 
 def _kept_meta(route: Route) -> dict[str, Any]:

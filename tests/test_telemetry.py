@@ -147,12 +147,17 @@ def test_a_request_is_one_genai_span_with_child_steps() -> None:
 
 def test_steps_are_events_on_the_request_span_by_default() -> None:
     otel = Otel(step_spans=False)
-    with pytest.raises(RuntimeError), otel.telemetry.request(REQUEST, CONTEXT, "req-e") as rt:
-        with rt.step("ledger.reserve", route="bedrock/titan", estimated_cost_usd=Decimal("0.016")):
-            pass
-        with rt.step("outputs") as out:
-            out.set(images=2)
-            raise RuntimeError(f"decoder broke; Authorization: Bearer {SECRET}")
+
+    def failing_request() -> None:
+        with otel.telemetry.request(REQUEST, CONTEXT, "req-e") as rt:
+            with rt.step("ledger.reserve", route="bedrock/titan", estimated_cost_usd=Decimal("0.016")):
+                pass
+            with rt.step("outputs") as out:
+                out.set(images=2)
+                raise RuntimeError(f"decoder broke; Authorization: Bearer {SECRET}")
+
+    with pytest.raises(RuntimeError):
+        failing_request()
     (root,) = otel.spans.get_finished_spans()  # one span: the steps did not make their own
     events = {e.name: dict(e.attributes or {}) for e in root.events}
     assert events["ledger.reserve"]["gateway.estimated_cost_usd"] == "0.016"

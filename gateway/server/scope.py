@@ -74,22 +74,33 @@ class ObservedAudit:
         if call is None:
             return self._inner.append_many(records)
         stamped = [{**r, "key_name": call.key.name} for r in records]
-        seqs = self._inner.append_many(stamped)
-        if stamped:
-            last = stamped[-1]
-            call.request_id = str(last.get("request_id") or call.request_id or "")
-            call.audit_seq = seqs[-1]
-            call.records.extend(str(r.get("event")) for r in stamped)
-            routes = [r["route_key"] for r in stamped if r.get("route_key")]
-            if routes:
-                call.route = str(routes[-1])
-        return seqs
+        return _observed(call, stamped, self._inner.append_many(stamped))
+
+    async def aappend_many(self, records: Sequence[Mapping[str, Any]]) -> list[int]:
+        """The async shell's group-committed append, stamped and observed as :meth:`append_many`."""
+        call = current.get()
+        if call is None:
+            return await self._inner.aappend_many(records)
+        stamped = [{**r, "key_name": call.key.name} for r in records]
+        return _observed(call, stamped, await self._inner.aappend_many(stamped))
 
     def append(self, record: Mapping[str, Any]) -> int:
         return self.append_many([record])[0]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+def _observed(call: CallInfo, stamped: list[dict[str, Any]], seqs: list[int]) -> list[int]:
+    if stamped:
+        last = stamped[-1]
+        call.request_id = str(last.get("request_id") or call.request_id or "")
+        call.audit_seq = seqs[-1]
+        call.records.extend(str(r.get("event")) for r in stamped)
+        routes = [r["route_key"] for r in stamped if r.get("route_key")]
+        if routes:
+            call.route = str(routes[-1])
+    return seqs
 
 
 __all__ = ["CallInfo", "KeyPolicy", "ObservedAudit", "current"]
