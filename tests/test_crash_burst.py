@@ -16,6 +16,7 @@ from gateway.audit import open_audit
 from gateway.ledger import open_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
+OPEN = "SELECT count(*) FROM ledger_requests WHERE status = 'reserved'"
 SEEN_BEFORE_KILL = 40
 
 BURST = textwrap.dedent(
@@ -99,4 +100,4 @@ def test_kill_9_during_a_burst_loses_no_returned_result(tmp_path: Path) -> None:
     finally:
         ledger.close()
     with sqlite3.connect(db) as c:
-        assert c.execute("SELECT count(*) FROM ledger_requests WHERE status = 'reserved'").fetchone()[0] == 0
+        assert c.execute(OPEN).fetchone()[0] == 0
