@@ -21,3 +21,11 @@ def test_a_registered_secret_is_scrubbed_at_once() -> None:
     assert redact_value({"note": "uses zz-registered-77"}) == {"note": "uses zz-registered-77"}
     register_secret("zz-registered-77")
     assert redact_value({"note": "uses zz-registered-77"}) == {"note": f"uses {REDACTED}"}
+
+
+def test_a_string_remembered_as_clean_is_scrubbed_once_its_value_becomes_a_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert redact("uses zz-later-999") == "uses zz-later-999"  # clean now, and remembered as clean
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "zz-later-999")
+    assert redact("uses zz-later-999") == f"uses {REDACTED}"

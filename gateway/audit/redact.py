@@ -166,6 +166,7 @@ def _known_secrets() -> list[str]:
         return cached
     values = {os.environ.get(name) or "" for name in SECRET_ENV_VARS} | _extra_secrets
     known = sorted((v for v in values if len(v) >= 6), key=len, reverse=True)
+    _clean.clear()
     _known_cache = (fingerprint, _extra_version, known)
     return known
 
@@ -178,6 +179,26 @@ def redact(text: str, *, secrets: Iterable[str] = ()) -> str:
 def _scrub(text: str, known: list[str]) -> str:
     if not text:
         return text
+    if known is not _known_cache[2]:  # extra secrets given by the caller: no memo
+        return _scrub_now(text, known)
+    if text in _clean:
+        return text
+    out = _scrub_now(text, known)
+    if out == text and len(text) <= _CLEAN_MAX_LEN and known is _known_cache[2]:
+        if len(_clean) >= _CLEAN_MAX:
+            _clean.clear()
+        _clean.add(text)
+    return out
+
+
+# Short strings repeat from request to request (model names, route keys, teams, reasons). Those that
+# held nothing to scrub are remembered until the secret list changes; a string that held a secret is
+# never kept.
+_CLEAN_MAX_LEN, _CLEAN_MAX = 256, 8192
+_clean: set[str] = set()
+
+
+def _scrub_now(text: str, known: list[str]) -> str:
     for value in known:
         if value in text:
             text = text.replace(value, REDACTED)
