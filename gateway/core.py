@@ -49,6 +49,7 @@ from .preflight import reason as missing_reason
 from .retry import RetryPolicy
 from .routing import (
     CircuitBreaker,
+    RouteCache,
     RoutePlan,
     RouteStats,
     RoutingOptions,
@@ -196,6 +197,7 @@ class _Core:
         self.stats = RouteStats(default_stats_path(s.home))
         self.work = WorkHistory(s.home / "work_history.json")
         self.breaker = CircuitBreaker(s.routing.breaker_threshold, s.routing.breaker_cooldown_s)
+        self.route_cache = RouteCache()
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.monotonic = monotonic
         self.sleep, self.asleep = sleep, asleep  # injected so tests never wait on retry backoff
@@ -288,6 +290,7 @@ class _Core:
             breaker=self.breaker,
             backend_check=lambda route, req: self._check(route, req, decision),
             expected_seconds=lambda key: self._expected_seconds(key, request),
+            cache=self.route_cache,
         )
 
     def _expected_seconds(self, key: str, request: ImageRequest) -> float | None:

@@ -339,28 +339,28 @@ def plan_routes(
     breaker: CircuitBreaker | None = None,
     backend_check: Callable[[Route, ImageRequest], str | None] | None = None,
     expected_seconds: Callable[[str], float | None] | None = None,
+    cache: RouteCache | None = None,
 ) -> RoutePlan:
     """Filter and rank ``catalog`` for ``request`` under ``decision``'s constraints.
 
     ``expected_seconds(route_key)`` gives billed-time history (the ledger's) for time-billed routes;
-    without it, the observed latency or the card's conservative default is used.
+    without it, the observed latency or the card's conservative default is used. ``cache`` keeps the
+    pure part of each route's verdict (see :class:`RouteCache`); the plan is the same with or without.
     """
     opts = options or RoutingOptions()
     out: list[Candidate] = []
-    for route in catalog:
-        x = RoutingInput(route, request, decision.constraints, today)
-        stage, reason = next(
-            ((st, r) for st, rule in ELIGIBILITY if (r := rule(x)) is not None), (None, None)
-        )
-        est: Decimal | None = None
+    static = cache.lookup(catalog, request, decision.constraints, today) if cache is not None else None
+    fixed_parts: list[_Static | None] = list(static) if static is not None else [None] * len(catalog)
+    for route, fixed in zip(catalog, fixed_parts, strict=True):
+        if fixed is None:
+            fixed = _static_part(route, request, decision.constraints, today)
+        stage, reason, est, trade = fixed
         latency = stats.latency(route.key) if stats else None
         if latency is None:
             latency = route.card.pricing.expected_seconds
-        if reason is None:
+        if reason is None and trade is None:  # time-billed: the estimate follows observed times
             try:
-                hist = None
-                if route.card.pricing.unit != "image":
-                    hist = (expected_seconds(route.key) if expected_seconds else None) or latency
+                hist = (expected_seconds(route.key) if expected_seconds else None) or latency
                 est = estimate_cost(route, request, hist)
             except ValueError as exc:
                 stage, reason = "capability", str(exc)
@@ -372,7 +372,8 @@ def plan_routes(
         if reason is None and backend_check is not None:
             reason = backend_check(route, request)
             stage = "backend" if reason else None
-        trade = quality_routing.trade(route, request, est)
+        if trade is None:
+            trade = quality_routing.trade(route, request, est)
         out.append(Candidate(route, reason, est, latency, stage, trade))
     eligible = [c for c in out if c.eligible]
     c = decision.constraints
@@ -380,6 +381,72 @@ def plan_routes(
         opts = RoutingOptions(c.strategy, opts.priority, opts.weights)  # type: ignore[arg-type]
     ranked = rank(eligible, opts, request=request, floors=c.min_quality)
     return RoutePlan(opts.strategy, tuple(out), tuple(ranked))
+
+
+#: A route's verdict that depends only on the card, the request's shape, the constraints and the day:
+#: (stage, reason, estimate, trade). ``trade`` is None when the estimate must be made live (time-billed).
+_Static = tuple[str | None, str | None, Decimal | None, Mapping[str, Any] | None]
+
+
+def _static_part(
+    route: Route, request: ImageRequest, constraints: RouteConstraints, today: dt.date
+) -> _Static:
+    x = RoutingInput(route, request, constraints, today)
+    stage, reason = next(((st, r) for st, rule in ELIGIBILITY if (r := rule(x)) is not None), (None, None))
+    if reason is not None:
+        return stage, reason, None, quality_routing.trade(route, request, None)
+    if route.card.pricing.unit != "image":
+        return None, None, None, None
+    try:
+        est = estimate_cost(route, request, None)
+    except ValueError as exc:
+        return "capability", str(exc), None, quality_routing.trade(route, request, None)
+    return None, None, est, quality_routing.trade(route, request, est)
+
+
+# Request fields that can change a route's verdict: all but the prompt text and the seed (new fields
+# join the key by themselves). Edits and provider extras are not cached (bytes, free-form dicts).
+_SHAPE_FIELDS = tuple(
+    f for f in ImageRequest.model_fields if f not in ("prompt", "seed", "negative_prompt", "extras", "images")
+)
+
+
+class RouteCache:
+    """The pure part of routing (eligibility rules, per-image estimates, explain's trade rows) per
+    (catalogue, request shape, policy constraints, day). Everything that moves (observed latency,
+    billed-time history, the breaker, backend checks, extras) is still evaluated per request.
+
+    Why: 30-odd cards x 14 rules x every request was the largest share of planning, and for a given
+    policy and request shape the answer never changes. A new catalogue object empties the cache.
+    """
+
+    def __init__(self, max_entries: int = 512) -> None:
+        self._catalog: Catalog | None = None
+        self._entries: dict[tuple[Any, ...], list[_Static]] = {}
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def lookup(
+        self, catalog: Catalog, request: ImageRequest, constraints: RouteConstraints, today: dt.date
+    ) -> list[_Static] | None:
+        if request.images or request.extras:
+            return None
+        key = (request.negative_prompt is not None, constraints, today,
+               *(getattr(request, f) for f in _SHAPE_FIELDS))  # fmt: skip
+        try:
+            hit = self._entries.get(key) if self._catalog is catalog else None
+        except TypeError:  # an unhashable field value: plan without the cache
+            return None
+        if hit is not None:
+            return hit
+        value = [_static_part(route, request, constraints, today) for route in catalog]
+        with self._lock:
+            if self._catalog is not catalog:
+                self._catalog, self._entries = catalog, {}
+            if len(self._entries) >= self._max:
+                self._entries.clear()
+            self._entries[key] = value
+        return value
 
 
 def rank(
