@@ -47,6 +47,7 @@ from .store import (
 )
 
 _KEY_MATCH = "(period = ? AND window_start = ? AND scope = ? AND scope_value = ?)"
+_SWEEP_EVERY_US = US  # expired leases are swept by at most one reserve per second (see _sweep_due)
 _PRUNE_AFTER_US = 2 * DAY_US  # minute/hour counters only serve rate limits of the current window
 
 
@@ -97,6 +98,17 @@ class SqlLedger(IdempotencyKeys, SqlReads):
 
     def __init__(self) -> None:
         self._seen_budgets: dict[str, Budget] = {}
+        self._expired_at_us: int | None = None  # the (ledger-clock) time of this handle's last sweep
+
+    def _sweep_due(self, now_us: int) -> bool:
+        """Whether a reserve should sweep expired leases now: at most once per second of ledger time.
+
+        Expiry moves an estimate from *reserved* to *spent* at the same amount, and every budget check
+        counts spent + reserved, so a sweep a second late changes no verdict; it saves the sweep's
+        UPDATE on all but one reserve per second. ``reconcile`` always sweeps.
+        """
+        last = self._expired_at_us
+        return last is None or not 0 <= now_us - last < _SWEEP_EVERY_US
 
     # ----------------------------------------------------------------- store hooks
 
@@ -150,8 +162,9 @@ class SqlLedger(IdempotencyKeys, SqlReads):
             claim=claim,
         )
         for _ in range(5):
+            sweep = self._sweep_due(now_us)
             try:
-                outcome = self._write(lambda q: self._reserve_tx(q, ask))
+                outcome = self._write(lambda q, sweep=sweep: self._reserve_tx(q, ask, sweep=sweep))  # type: ignore[misc]
             except NeedInit as need:
                 self._init_write(lambda q, keys=need.keys: self._init_counters(q, keys))  # type: ignore[misc]
                 continue
@@ -159,14 +172,16 @@ class SqlLedger(IdempotencyKeys, SqlReads):
                 if self._is_duplicate(exc):
                     return self._existing(ask)
                 raise
+            if sweep:  # committed (a refusal commits too): the next second's reserves may skip it
+                self._expired_at_us = now_us
             if isinstance(outcome, BudgetExceeded):
                 raise outcome
             self._seen_budgets.update((b.id, b) for b in ask.budgets)
             return outcome
         raise GatewayError("ledger: budget counters could not be initialised (concurrent schema changes?)")
 
-    def _reserve_tx(self, q: Query, a: _Ask) -> Reservation | BudgetExceeded:
-        expired = self._expire(q, a.now_us)
+    def _reserve_tx(self, q: Query, a: _Ask, *, sweep: bool = True) -> Reservation | BudgetExceeded:
+        expired = self._expire(q, a.now_us) if sweep else []
         wanted = {budget_key(b, a.now_us) for b in a.budgets} | {rate_key(r, a.now_us) for r in a.rate_limits}
         seen = self._counters(q, [a.now_us, *(e.ts_us for e in expired)])
         missing = wanted - seen.keys()
