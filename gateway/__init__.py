@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "Gateway": "gateway.client",
     "AsyncGateway": "gateway.client",
-    "Plan": "gateway.core",
+    "Plan": "gateway.run",
     "Settings": "gateway.config",
     "ImageRequest": "gateway.types",
     "Context": "gateway.types",
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from .backends.registry import register_backend
     from .client import AsyncGateway, Gateway
     from .config import Settings
-    from .core import Plan
     from .errors import (
         AuditWriteError,
         BackendError,
@@ -68,6 +67,7 @@ if TYPE_CHECKING:
         UsageError,
         VerificationFailed,
     )
+    from .run import Plan
     from .types import Attempt, Context, Decision, GeneratedImage, GenerationResult, ImageRequest
 
 

@@ -12,7 +12,8 @@ One request::
         settle the reservation to the actual cost
     audit (hash-chained, fail closed), span + metrics, route stats
 
-All logic that is not I/O lives in :class:`gateway.core._Core`; the sync and async shells differ
+All logic that is not I/O lives in :class:`gateway.core._Core` (and what it writes down in
+:mod:`gateway.evidence`); the sync and async shells differ
 only in how they wait on the backend, the stores and the CPU-bound output step.
 """
 
@@ -29,9 +30,11 @@ from typing import Any, TypeVar
 
 from .archive.keeper import Job, given_seed
 from .config import Settings
-from .core import Plan, _audit_failure, _Core, _falls_back, _Run, _with_seq
+from .core import _Core
 from .errors import BackendError, UsageError
+from .evidence import _audit_failure
 from .ledger.idempotency import KeyTaken
+from .run import Plan, _falls_back, _Run, _with_seq
 from .types import EditMode, GenerationResult, ImageRequest
 
 T = TypeVar("T")

@@ -17,34 +17,25 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import quarantine
 from .backends.base import Backend, BackendCall, BackendResult
 from .backends.registry import builtin_target, create_backend
 from .catalog import Catalog, Route
 from .config import Settings
 from .errors import (
-    AuditWriteError,
-    AuthenticationError,
     BackendError,
     BackendTimeout,
-    BadResponse,
-    BudgetExceeded,
     GatewayError,
-    InvalidRequestError,
-    NoEligibleRoute,
-    PolicyDenied,
-    ProvidersFailed,
     ReservationExhausted,
 )
+from .evidence import _cost_evidence, _Evidence
 from .finetune.provenance import fine_tune_provenance
 from .ledger.pricing import actual_cost
 from .ledger.timebill import WorkHistory, expected_seconds, seconds_for, time_billed, work_units
 from .outputs import OutputStep, Processed
-from .preflight import Missing, MissingExtra, extra_for, from_import_error, missing_for, needs_text
+from .preflight import Missing, extra_for, from_import_error, missing_for
 from .preflight import reason as missing_reason
 from .retry import RetryPolicy
 from .routing import (
@@ -57,14 +48,14 @@ from .routing import (
     env_today,
     plan_routes,
 )
-from .types import Attempt, Context, Decision, GenerationResult, ImageRequest
+from .run import Plan, _Run
+from .types import Attempt, Context, Decision, ImageRequest
 
 if TYPE_CHECKING:
     from .archive import Archive
-    from .audit import AuditLog, RequestTrace, Telemetry
+    from .audit import AuditLog, Telemetry
     from .inputs import InputImage
     from .ledger import Ledger, Reservation
-    from .ledger.idempotency import KeyClaim
     from .policy import PolicySet
     from .provenance import Provenance
 
@@ -72,74 +63,10 @@ T = TypeVar("T")
 _log = logging.getLogger("gateway.client")
 _CONTEXT_FIELDS = frozenset(Context.model_fields)
 
-# Errors after which another route may be tried: the call was not accepted, the route is broken for
-# us (bad credentials), or it answered with something unusable (a failed prediction, a bad file).
-# A content filter or an invalid request is the request's problem: trying elsewhere would be
-# shopping for a more permissive provider, so it stops.
-FALLBACK_ON: tuple[type[BackendError], ...] = (AuthenticationError, BackendTimeout, BadResponse)
 
-
-def _falls_back(exc: BackendError) -> bool:
-    return exc.retryable or isinstance(exc, FALLBACK_ON)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Steps 1-3 for one request: what the gateway would do, computed without I/O or spending."""
-
-    request_id: str
-    request: ImageRequest
-    context: Context
-    decision: Decision
-    routes: RoutePlan
-    inputs: tuple[InputImage, ...] = ()  # an edit's checked input images (gateway.inputs)
-
-    def to_dict(self) -> dict[str, Any]:
-        ranked = self.routes.ranked
-        return {
-            "request_id": self.request_id,
-            "decision": {
-                **self.decision.to_dict(),
-                "constraints": _constraints_dict(self.decision),
-            },
-            "routing": self.routes.to_dict(),
-            "route": ranked[0].route.key if ranked else None,
-            "estimate_usd": str(ranked[0].estimate_usd) if ranked else None,
-            "seed": self.request.seed,
-        }
-
-
-def _constraints_dict(decision: Decision) -> dict[str, Any]:
-    c = decision.constraints
-    return {
-        "min_indemnity": c.min_indemnity,
-        "commercial_use_required": c.commercial_use_required,
-        "allowed_providers": c.allowed_providers,
-        "allowed_regions": c.allowed_regions,
-        "exclude_legacy": c.exclude_legacy,
-        "watermark_required": decision.provenance.watermark_required,
-        "c2pa_required": decision.provenance.c2pa_required,
-    }
-
-
-@dataclass
-class _Run:
-    """Mutable bookkeeping of one execution (attempts so far, audit records to write)."""
-
-    plan: Plan
-    trace: RequestTrace
-    started: float
-    attempts: list[Attempt] = field(default_factory=list)
-    records: list[dict[str, Any]] = field(default_factory=list)
-    estimated: Decimal = Decimal(0)
-    claim: KeyClaim | None = None  # idempotency key, claimed with the first reservation
-    seed_given: int | None = None  # the caller's own seed (the result cache needs one)
-    paid: tuple[Route, BackendResult] | None = None  # a backend returned images: they are paid for
-    spooled: list[str] = field(default_factory=list)  # archive errors that sent outputs to the spool
-
-
-class _Core:
-    """Planning and the bookkeeping around each attempt; no waiting on I/O happens here."""
+class _Core(_Evidence):
+    """Planning and the bookkeeping around each attempt; no waiting on I/O happens here. What gets
+    written down (audit records, results, log lines) lives in :class:`gateway.evidence._Evidence`."""
 
     def __init__(
         self,
@@ -314,67 +241,6 @@ class _Core:
 
     # -------------------------------------------------------------- evidence helpers
 
-    def record(self, run: _Run, event: str, **fields: Any) -> dict[str, Any]:
-        p, ctx = run.plan, run.plan.context
-        rec: dict[str, Any] = {
-            "event": event,
-            "request_id": p.request_id,
-            "team": ctx.team,
-            "project": ctx.project,
-            "use_case": ctx.use_case,
-            "user": ctx.user,
-            "tags": list(ctx.tags),
-            "trace_id": run.trace.trace_id,
-            "span_id": run.trace.span_id,
-            "decision": p.decision.to_dict(),
-            "prompt_sha256": hashlib.sha256(p.request.prompt.encode()).hexdigest(),
-            "prompt_len": len(p.request.prompt),
-            "n": p.request.n,
-            "seed": p.request.seed,
-        }
-        if p.decision.capture_prompt:
-            rec["prompt"] = p.request.prompt
-        if p.request.images:
-            from .inputs import edit_record
-
-            rec.update(edit_record(p.request, p.inputs))
-        rec.update(fields)
-        run.records.append(rec)
-        return rec
-
-    def begin(self, run: _Run) -> None:
-        """Raise (with an audit record queued) if the plan denies or has nowhere to go."""
-        plan = run.plan
-        run.trace.decision(plan.decision)
-        if plan.routes.ranked:
-            run.trace.routed(plan.routes.ranked[0].route.provider, plan.routes.ranked[0].route.model)
-        if not plan.decision.allowed:
-            self.record(run, "denied")
-            raise PolicyDenied(
-                "denied by policy: " + "; ".join(plan.decision.reasons or plan.decision.rule_ids),
-                rule_ids=plan.decision.rule_ids,
-                decision=plan.decision,
-            )
-        if not plan.routes.ranked:
-            dropped = [f"{c.route.key}: {c.reason}" for c in plan.routes.candidates if c.stage != "hint"]
-            msg = "no eligible route:\n  " + "\n  ".join(dropped or ["no provider card matches the request"])
-            self.record(run, "failed", error_type="NoEligibleRoute")
-            self._raise_missing_extras(plan)
-            if any(c.stage == "backend" for c in plan.routes.candidates):
-                # A backend refused the request as asked (e.g. a prompt tiny-digits cannot draw).
-                raise InvalidRequestError(msg)
-            raise NoEligibleRoute(msg)
-
-    def _raise_missing_extras(self, plan: Plan) -> None:
-        """No route left and some were dropped for a missing extra: installing it is the fix (exit 2)."""
-        found: dict[str, list[Missing]] = {}
-        for c in plan.routes.candidates:
-            if c.stage == "backend" and (missing := self.missing_extras(c.route, plan.decision)):
-                found[c.route.key] = missing
-        if found:
-            detail = "; ".join(f"{key} needs {needs_text(m)}, not installed" for key, m in found.items())
-            raise MissingExtra([m for ms in found.values() for m in ms], detail=detail)
-
     # -------------------------------------------------------------- money (the stores' calls)
 
     def reserve(self, run: _Run, route: Route, estimate: Decimal) -> Reservation:
@@ -502,86 +368,6 @@ class _Core:
         self.keeper.keep_quarantined(run, result.images, processed.quarantined)
         return processed
 
-    def finish(
-        self,
-        run: _Run,
-        route: Route,
-        call: BackendCall,
-        result: BackendResult,
-        processed: Processed,
-        cost: Decimal,
-    ) -> GenerationResult:
-        p = run.plan
-        images = tuple(processed.images)
-        if processed.quarantined:  # held by an output check: paid for, so kept on disk for review
-            held = [int(q["index"]) for q in processed.quarantined]
-            kept = quarantine.keep(self.settings.home, p.request_id, result.images, indices=held,
-                                   reason="held by an output check", meta=_kept_meta(route))  # fmt: skip
-            for q, (_, path, digest) in zip(processed.quarantined, kept.files, strict=True):
-                q.update(path=str(path), sha256=digest)
-        for q in processed.quarantined:
-            self.record(run, "quarantined", provider=route.provider, model=route.model, **q)
-        self.record(
-            run,
-            "request",
-            provider=route.provider,
-            model=route.model,
-            route_key=route.key,
-            cost_usd=str(cost),
-            estimated_cost_usd=str(run.estimated),
-            image_sha256s=[img.sha256 for img in images],
-            watermark=[img.watermark for img in images],
-            c2pa=[img.c2pa for img in images],
-            attempts=[a.to_dict() for a in run.attempts],
-            quarantined=len(processed.quarantined),
-            **_fine_tune_field(route, result.metadata),
-        )
-        return GenerationResult(
-            request_id=p.request_id,
-            images=images,
-            provider=route.provider,
-            model=route.model,
-            seed=result.seed
-            if result.seed is not None
-            else (call.request.seed if route.card.capabilities.seed else None),
-            cost_usd=cost,
-            estimated_cost_usd=run.estimated,
-            latency_s=time.perf_counter() - run.started,
-            decision=p.decision,
-            attempts=tuple(run.attempts),
-            trace_id=run.trace.trace_id,
-            quarantined=tuple(processed.quarantined),
-            metadata=dict(result.metadata),
-        )
-
-    def all_failed(self, run: _Run) -> ProvidersFailed:
-        lines = [f"{a.provider}/{a.model}: {a.outcome}: {a.error}" for a in run.attempts]
-        self.record(run, "failed", error_type="ProvidersFailed", attempts=[a.to_dict() for a in run.attempts])
-        return ProvidersFailed("every eligible route failed:\n  " + "\n  ".join(lines), attempts=run.attempts)
-
-    def log_outcome(self, run: _Run, result: GenerationResult | None, exc: BaseException | None) -> None:
-        """One structured line per request (stdlib logging: the application decides where it goes;
-        ``gateway.audit.configure_logging`` renders it as JSON with trace ids and secrets scrubbed)."""
-        ctx = run.plan.context
-        fields: dict[str, Any] = {
-            "request_id": run.plan.request_id,
-            "team": ctx.team,
-            "use_case": ctx.use_case,
-            "attempts": len(run.attempts),
-        }
-        if result is not None:
-            fields.update(
-                route=f"{result.provider}/{result.model}",
-                cost_usd=str(result.cost_usd),
-                images=len(result.images),
-                latency_s=round(result.latency_s, 6),
-                audit_seq=result.audit_seq,
-            )
-            _log.info("generate ok", extra=fields)
-        else:
-            fields["error_type"] = type(exc).__name__
-            _log.warning("generate failed: %s", type(exc).__name__, extra=fields)
-
     def maybe_save_stats(self) -> None:
         now = self.monotonic()
         if now - self._last_stats_save > 5.0:
@@ -619,20 +405,6 @@ def _ledger_tokens(usage: Any) -> dict[str, Any]:
     return {"tokens": tokens} if tokens else {}
 
 
-def _cost_evidence(route: Route, result: BackendResult) -> dict[str, Any]:
-    """What the settled cost was computed from (token counts, or the per-image fallback), for audit."""
-    from .ledger.tokens import cost_basis, usage_tokens
-
-    basis = cost_basis(route, result.usage)
-    out: dict[str, Any] = {"cost_basis": basis}
-    tokens = usage_tokens(result.usage)
-    if tokens:
-        out["tokens"] = tokens
-    if basis == "per_image_fallback":
-        out["cost_note"] = "the response reported no token usage: the card's per-image price was charged"
-    return out
-
-
 def _sent_quality(route: Route, request: ImageRequest) -> str | None:
     """The provider's word for the asked quality (routing already dropped cards that cannot honour it)."""
     from .quality import provider_quality
@@ -660,87 +432,7 @@ def _default_telemetry(s: Settings) -> Telemetry:
     return Telemetry(tp, mp, capture_prompt=capture, step_spans=steps)
 
 
-def _kept_meta(route: Route) -> dict[str, Any]:
-    return {"provider": route.provider, "model": route.model, "route_key": route.key}
-
-
-def _keep_paid(core: _Core, run: _Run, exc: BaseException) -> dict[str, Any] | None:
-    """Quarantine the raw outputs of a paid call whose request failed, and say where in ``exc``."""
-    if run.paid is None:
-        return None
-    route, result = run.paid
-    try:
-        why = f"{type(exc).__name__}: {_safe_message(exc)}"
-        kept = quarantine.keep(core.settings.home, run.plan.request_id, result.images, reason=why,
-                               meta=_kept_meta(route))  # fmt: skip
-    except OSError as write_exc:
-        _tell(exc, f"{len(result.images)} paid output image(s) could NOT be quarantined: {write_exc}")
-        return {"error": type(write_exc).__name__}
-    _tell(exc, kept.describe())
-    out = kept.to_dict()
-    archived = core.keeper.keep_failed(run, result.images, why)  # auditors fetch them by hash too
-    if archived:
-        out["archive"] = archived
-    return out
-
-
-def _tell(exc: BaseException, note: str) -> None:
-    """Add ``note`` to the message the caller sees (``detail`` where the message is an install line)."""
-    if isinstance(exc, MissingExtra):
-        exc.detail = f"{exc.detail}; {note}"
-    elif exc.args and isinstance(exc.args[0], str):
-        exc.args = (f"{exc.args[0]} ({note})", *exc.args[1:])
-    else:
-        exc.args = (note, *exc.args)
-
-
-def _audit_failure(core: _Core, run: _Run, exc: BaseException) -> None:
-    """Write what happened to a request that did not succeed. An audit failure here is re-raised.
-
-    Paid outputs go to quarantine first, so that even a failing audit write cannot lose them.
-    """
-    from .ledger.idempotency import KeyTaken
-
-    kept = _keep_paid(core, run, exc)
-    if isinstance(exc, AuditWriteError | KeyTaken):  # a lost key race moved no money: it waits, then replays
-        return
-    last = run.records[-1] if run.records else None
-    if last is not None and last["event"] in ("denied", "failed"):
-        last.setdefault("error_type", type(exc).__name__)
-    else:
-        core.record(run, "failed", error_type=type(exc).__name__, error=_safe_message(exc),
-                    attempts=[a.to_dict() for a in run.attempts])  # fmt: skip
-    if isinstance(exc, PolicyDenied):
-        run.records[-1]["event"] = "denied"
-        run.records[-1]["rule_ids"] = list(exc.rule_ids)
-    if isinstance(exc, BudgetExceeded):
-        run.records[-1]["event"] = "budget_refused"
-    if kept is not None:
-        run.records[-1]["quarantine"] = kept
-    try:
-        core.audit.append_many(run.records)
-    except AuditWriteError as audit_exc:
-        if kept is not None and "dir" in kept:
-            _tell(audit_exc, f"paid outputs of the failed request kept in {kept['dir']}")
-        raise
-
-
 def _step(trace: Any, name: str) -> Any:
     from contextlib import nullcontext
 
     return nullcontext() if trace is None else trace.step(name)
-
-
-def _fine_tune_field(route: Route, metadata: Mapping[str, Any]) -> dict[str, Any]:
-    ft = fine_tune_provenance(route, metadata)
-    return {"fine_tune": dict(ft)} if ft else {}
-
-
-def _safe_message(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, GatewayError) else type(exc).__name__
-
-
-def _with_seq(result: GenerationResult, seq: int) -> GenerationResult:
-    from dataclasses import replace
-
-    return replace(result, audit_seq=seq)

@@ -22,7 +22,8 @@ from .store import Archive, NotArchived
 if TYPE_CHECKING:
     from ..archive.settings import CacheSettings
     from ..catalog import Route
-    from ..core import _Core, _Run
+    from ..core import _Core
+    from ..run import _Run
 
 US = 1_000_000
 

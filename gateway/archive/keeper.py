@@ -32,7 +32,8 @@ from .keys import Job, Step, canonical, decide, digest, fingerprint, given_seed,
 from .store import Archive, ArchiveError, LocalStore, NotArchived
 
 if TYPE_CHECKING:
-    from ..core import _Core, _Run
+    from ..core import _Core
+    from ..run import _Run
 
 US = 1_000_000
 _log = logging.getLogger("gateway.archive")
