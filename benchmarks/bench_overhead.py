@@ -15,6 +15,8 @@ process, interleaved round-robin with a rotating start so none always goes first
   (``gateway.outputs.inspect_image``); remote watermark/C2PA off (``provenance.watermark_remote`` and
   ``c2pa_remote`` false), so no pixels are changed. The audit log is durable by default (SQLite
   ``synchronous=FULL``: an fsync per request).
+* **gateway_no_archive**: the same with the output archive off (``archive: {url: off}``), to price
+  the archive's fsync'd object and metadata writes (on by default: every output is kept).
 * **gateway_audit_normal**: the same with ``audit_url=sqlite:///...?synchronous=normal`` (WAL, no fsync
   per commit), to show what the durable audit costs on this disk.
 * **gateway_audit_normal_no_otel**: the same again with no-op OpenTelemetry providers, to price the
@@ -91,10 +93,11 @@ def make_raw(url: str, size: int) -> Callable[[], int]:
 
 
 def make_gateway(
-    home: Path, size: int, audit_sync: str | None = None, tracing: bool = True
+    home: Path, size: int, audit_sync: str | None = None, tracing: bool = True, archive: bool = True
 ) -> tuple[Any, Callable[[], int]]:
     """The full Gateway; ``audit_sync`` overrides the audit log's SQLite ``synchronous`` (default FULL);
-    ``tracing=False`` hands it no-op OpenTelemetry providers (to price the spans and metrics)."""
+    ``tracing=False`` hands it no-op OpenTelemetry providers (to price the spans and metrics);
+    ``archive=False`` switches the output archive off (to price its fsync'd writes)."""
     from gateway import Gateway
     from gateway.config import Settings
 
@@ -112,6 +115,7 @@ def make_gateway(
         policies=(REPO / "policies/default.yaml",),
         provenance={"watermark_remote": False, "c2pa_remote": False},
         audit_url=f"sqlite:///{home / 'audit.db'}?synchronous={audit_sync}" if audit_sync else None,
+        **({} if archive else {"archive": {"url": "off"}}),
     )
     gw = Gateway(settings, **components)
 
@@ -258,9 +262,11 @@ def main() -> None:
         gw, gw_call = make_gateway(Path(tmp) / "home", args.size)
         gw2, gw2_call = make_gateway(Path(tmp) / "home2", args.size, audit_sync="normal")
         gw3, gw3_call = make_gateway(Path(tmp) / "home3", args.size, audit_sync="normal", tracing=False)
+        gw4, gw4_call = make_gateway(Path(tmp) / "home4", args.size, archive=False)
         clients: dict[str, Callable[[], int]] = {
             "raw": make_raw(fake.url, args.size),
             "gateway": gw_call,
+            "gateway_no_archive": gw4_call,
             "gateway_audit_normal": gw2_call,
             "gateway_audit_normal_no_otel": gw3_call,
         }
@@ -298,7 +304,7 @@ def main() -> None:
         )
         if args.profile:
             result["profile"] = profile_gateway(gw_call, max(50, args.rounds // 3))
-        for g in (gw, gw2, gw3):
+        for g in (gw, gw2, gw3, gw4):
             g.close()
     p50 = over["gateway"]["p50"]
     goals = {"overhead_p50_ms<=0.5": p50 <= 0.5}
