@@ -110,9 +110,18 @@ def make_gateway(
 
         components["telemetry"] = Telemetry(NoOpTracerProvider(), NoOpMeterProvider())
 
+    packs = [REPO / "policies/default.yaml"]
+    if not archive:  # switching the archive off takes a policy that allows it (docs/archive.md)
+        home.mkdir(parents=True, exist_ok=True)
+        allow = home / "archive-off.yaml"
+        allow.write_text(
+            "version: 1\nname: bench-archive-off\nrules:\n"
+            "  - {id: bench-archive-off, kind: archive, allow_off: true}\n"
+        )
+        packs.append(allow)
     settings = Settings(
         home=home,
-        policies=(REPO / "policies/default.yaml",),
+        policies=tuple(packs),
         provenance={"watermark_remote": False, "c2pa_remote": False},
         audit_url=f"sqlite:///{home / 'audit.db'}?synchronous={audit_sync}" if audit_sync else None,
         **({} if archive else {"archive": {"url": "off"}}),

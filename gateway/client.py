@@ -326,7 +326,10 @@ class AsyncGateway:
             cost = core.attempt_ok(run, route, result, started, retries)
             try:
                 with run.trace.step("outputs"):
-                    processed = await asyncio.to_thread(core.process_outputs, run, route, result)
+                    if core.outputs_inline(run, route, result):  # format checks only: no thread hop
+                        processed = core.process_outputs(run, route, result)
+                    else:
+                        processed = await asyncio.to_thread(core.process_outputs, run, route, result)
             finally:
                 await self._store(blocking, partial(core.settle_ok, res, route, result, cost))
             return core.finish(run, route, call, result, processed, cost)

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 _log = logging.getLogger("gateway.client")
 _CONTEXT_FIELDS = frozenset(Context.model_fields)
+_INLINE_OUTPUT_BYTES = 1 << 20  # PNG chunk checks of up to 1 MB take well under a millisecond
 
 
 class _Core(_Evidence):
@@ -335,6 +336,14 @@ class _Core(_Evidence):
                     provider_request_id=result.usage.provider_request_id, **extra,
                     **_cost_evidence(route, result))  # fmt: skip
         return cost
+
+    def outputs_inline(self, run: _Run, route: Route, result: BackendResult) -> bool:
+        """Step 5 is trivial for this result (format checks of under 1 MB of images, see
+        :meth:`OutputStep.trivial`): cheap enough for the event loop."""
+        if sum(len(b) for b in result.images) > _INLINE_OUTPUT_BYTES:
+            return False
+        local, wm = route.provider == "local", route.card.provenance.watermark
+        return self.outputs.trivial(run.plan.decision, run.plan.context, local=local, provider_watermark=wm)
 
     def process_outputs(self, run: _Run, route: Route, result: BackendResult) -> Processed:
         """Step 5 (CPU-bound: the async shell runs it in a worker thread)."""

@@ -44,7 +44,23 @@ class ArchiveRule(RuleBase):
 
 
 def _matching(rules: Iterable[RuleBase], kind: type[RuleBase], ctx: Context) -> list[RuleBase]:
-    return [r for r in rules if isinstance(r, kind) and CompiledScope.build(r.when, r.unless).matches(ctx)]
+    return [r for r in rules if isinstance(r, kind) and _scope(r).matches(ctx)]
+
+
+# Compiled once per rule object (rules are immutable once loaded; the rule is kept with its scope so
+# the id cannot be reused while the entry lives): the keeper asks on every request.
+_SCOPES: dict[int, tuple[RuleBase, CompiledScope]] = {}
+
+
+def _scope(rule: RuleBase) -> CompiledScope:
+    hit = _SCOPES.get(id(rule))
+    if hit is not None and hit[0] is rule:
+        return hit[1]
+    if len(_SCOPES) > 4096:
+        _SCOPES.clear()
+    scope = CompiledScope.build(rule.when, rule.unless)
+    _SCOPES[id(rule)] = (rule, scope)
+    return scope
 
 
 def cache_rule_for(rules: Iterable[RuleBase], ctx: Context) -> CacheRule | None:
