@@ -23,7 +23,11 @@ BREAKDOWN: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     (BACKEND_ROW, ("gateway/backends/bedrock.py",), ("_run",)),
     ("output step (inspect_image)", (*_CORE, "gateway/outputs.py"), ("process_outputs", "process")),
     ("output archive (object + metadata, fsync'd)", ("gateway/archive/keeper.py",), ("keep",)),
-    ("audit append (hash chain + SQLite)", ("gateway/audit/store.py",), ("append_many",)),
+    (
+        "audit append (hash chain + SQLite)",
+        ("gateway/audit/store.py", "gateway/audit/group_commit.py"),
+        ("append_many",),
+    ),
     ("telemetry: request span", ("gateway/audit/telemetry.py",), ("request",)),
     ("telemetry: steps (span events)", ("gateway/audit/telemetry.py",), ("step",)),
     ("telemetry: attribute scrubbing", ("gateway/audit/telemetry.py",), ("_attributes",)),
