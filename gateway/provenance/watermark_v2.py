@@ -249,17 +249,19 @@ def embed_delta(
     budget = 255.0**2 / 10 ** (target_psnr / 10)
     unit = render(target, h, w, c)
     unit *= mask
-    scale = np.sqrt(budget) / max(float(np.sqrt(np.mean(unit**2))), 1e-9)
+    scratch = np.empty_like(unit)  # one reused temporary: fresh full-size arrays cost page faults
+    scale = np.sqrt(budget) / max(float(np.sqrt(np.mean(np.square(unit, out=scratch)))), 1e-9)
     unit *= scale  # RMS sqrt(budget), cell values +-1
     host = cell_values(fold(y, basis))
     on = target != 0
-    gain = float(np.median((cell_values(fold(y + unit, basis)) - host)[on] * target[on]))
+    gain = float(np.median((cell_values(fold(np.add(y, unit, out=scratch), basis)) - host)[on] * target[on]))
     cancel = np.where(on, host / gain, 0.0) if gain > 0 else np.zeros_like(target)
     q = render(cancel, h, w, c)
     q *= mask
     q *= np.float32(scale)
     cells_budget = (1 - PEAK_SHARE) * budget
-    bq, qq = float(np.mean(unit * q, dtype=np.float64)), float(np.mean(q * q, dtype=np.float64))
+    bq = float(np.mean(np.multiply(unit, q, out=scratch), dtype=np.float64))
+    qq = float(np.mean(np.square(q, out=scratch), dtype=np.float64))
     lam = min(1.0, float(np.sqrt(0.7 * cells_budget / qq))) if qq > 0 else 0.0
     disc = (lam * bq) ** 2 - budget * (lam * lam * qq - cells_budget)
     t = (lam * bq + np.sqrt(max(disc, 0.0))) / budget
@@ -283,7 +285,9 @@ class Embedded:
     readback_tag_errors: int | None  # tag errors the detector saw on the 8-bit result (None: not found)
 
 
-def readback(y: NDArray[np.floating[Any]], key: WatermarkKey, nonce_value: int, cells_short: int) -> int | None:
+def readback(
+    y: NDArray[np.floating[Any]], key: WatermarkKey, nonce_value: int, cells_short: int
+) -> int | None:
     """Tag errors read at the known geometry (None if the nonce reads wrong): the cheap self-check."""
     from ._wm2_sync import fold
     from .watermark_v2_detect import cell_values, soft_bits
