@@ -248,13 +248,12 @@ def embed_delta(
     budget = 255.0**2 / 10 ** (target_psnr / 10)
     unit = render(target, h, w, c)
     unit *= mask
-    scratch = np.empty_like(unit)  # one reused temporary: fresh full-size arrays cost page faults
     n = unit.size
     scale = np.sqrt(budget) / max(float(np.sqrt(_dot(unit, unit) / n)), 1e-9)
     unit *= scale  # RMS sqrt(budget), cell values +-1
     host = cell_values(fold(y, basis))
     on = target != 0
-    gain = float(np.median((cell_values(fold(np.add(y, unit, out=scratch), basis)) - host)[on] * target[on]))
+    gain = float(np.median((cell_values(fold(y + unit, basis)) - host)[on] * target[on]))
     cancel = np.where(on, host / gain, 0.0) if gain > 0 else np.zeros_like(target)
     q = render(cancel, h, w, c)
     q *= mask
