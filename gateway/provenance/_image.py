@@ -139,11 +139,22 @@ def decode(data: bytes, *, lenient: bool = False) -> Decoded:
 
 def luma_of(pixels: NDArray[np.uint8], mode: str) -> NDArray[np.float64]:
     """The luma plane of an L/LA/RGB/RGBA array as float64."""
+    return np.asarray(luma32_of(pixels, mode), dtype=np.float64)
+
+
+def luma32_of(pixels: NDArray[np.uint8], mode: str) -> NDArray[np.float32]:
+    """The luma plane as float32: what :func:`luma_of` returns before widening (the embedder's input).
+
+    float32 products are ~4x faster than float64 with an error < 1e-4 of a level, and the embedder
+    works in float32 anyway, so it skips the widening and narrowing copies.
+    """
     if mode in ("L", "LA"):
         grey = pixels if pixels.ndim == 2 else pixels[..., 0]
-        return grey.astype(np.float64)
-    rgb = pixels[..., :3].astype(np.float32)  # float32 products: ~4x faster, error < 1e-4 of a level
-    return np.asarray(rgb @ LUMA_WEIGHTS.astype(np.float32), dtype=np.float64)
+        return grey.astype(np.float32)
+    return np.asarray(pixels[..., :3].astype(np.float32) @ _LUMA32, dtype=np.float32)
+
+
+_LUMA32 = LUMA_WEIGHTS.astype(np.float32)
 
 
 def apply_luma_delta(
@@ -151,18 +162,21 @@ def apply_luma_delta(
 ) -> NDArray[np.uint8]:
     """Add ``delta`` (HxW) to the luma of ``pixels``: to the grey plane, or equally to R, G and B.
 
-    Pixels are integers, so ``rint(p + d) == p + rint(d)`` (up to ties): round the delta once, in int16.
+    Pixels are integers, so ``rint(p + d) == p + rint(d)`` (up to ties): round the delta once. The
+    add is OpenCV's saturating one (exact: whole numbers in float32, clipped to 0..255), which is
+    2x faster than widening every channel to int16 and back; alpha gets a zero step.
     """
-    step = np.rint(delta).astype(np.int16)
-    out = pixels.astype(np.int16)
-    if mode == "L":
-        out += step
-    elif mode == "LA":
-        out[..., 0] += step
+    import cv2
+
+    step = np.rint(delta).astype(np.float32)
+    src = np.ascontiguousarray(pixels)
+    if pixels.ndim == 2:
+        steps = step
     else:
-        out[..., :3] += step[..., None]
-    np.clip(out, 0, 255, out=out)
-    return out.astype(np.uint8)
+        zero = np.zeros_like(step)
+        lit = 1 if mode == "LA" else 3  # the grey plane, or R, G and B; never alpha
+        steps = cv2.merge([step if c < lit else zero for c in range(pixels.shape[2])])
+    return np.asarray(cv2.add(src, steps, dtype=cv2.CV_8U), dtype=np.uint8).reshape(pixels.shape)
 
 
 def encode_png(pixels: NDArray[np.uint8], mode: str, info: dict[str, Any]) -> bytes:

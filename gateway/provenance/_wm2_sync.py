@@ -137,7 +137,7 @@ def _parabola(a: float, b: float, c: float) -> float:
 _K_INV = np.linalg.inv(np.array(PEAKS, dtype=np.float64).T)  # columns k1, k2 (cycles per tile)
 
 
-def find_lattices(y: NDArray[np.float64], count: int) -> list[Lattice]:
+def find_lattices(y: NDArray[np.floating[Any]], count: int) -> list[Lattice]:
     """Up to ``count`` tile lattices for luma ``y``, best first, in source pixels.
 
     Two spectral lines about 90 degrees apart and of similar length are taken as the two sync peaks;

@@ -180,8 +180,8 @@ def render(cells: NDArray[np.float64], height: int, width: int, cell_px: float) 
     return np.asarray((wy @ cells.astype(np.float32)) @ wx.T, dtype=np.float32)
 
 
-def peaks_pattern(height: int, width: int, cell_px: float) -> NDArray[np.float32]:
-    """The public Fourier sync: two sinusoids on the tile's reciprocal lattice, unit total power.
+def peaks_pattern(height: int, width: int, cell_px: float, amplitude: float = 1.0) -> NDArray[np.float32]:
+    """The public Fourier sync: two sinusoids on the tile's reciprocal lattice, ``amplitude**2`` power.
 
     They are periodic with the tile, so their spectral lines give the tile lattice directly; the
     detector finds them as the two strongest lines 90 degrees apart (see _wm2_sync).
@@ -192,7 +192,8 @@ def peaks_pattern(height: int, width: int, cell_px: float) -> NDArray[np.float32
     # cos(ax + by) = cos(ax) cos(by) - sin(ax) sin(by): two outer products per sinusoid (separable)
     cols = np.concatenate([np.stack([np.cos(b * ys), -np.sin(b * ys)], axis=1) for a, b in PEAKS], axis=1)
     rows = np.concatenate([np.stack([np.cos(a * xs), np.sin(a * xs)]) for a, b in PEAKS])
-    return np.asarray((cols @ rows).astype(np.float32) / np.float32(np.sqrt(len(PEAKS) / 2)))
+    rows *= amplitude / np.sqrt(len(PEAKS) / 2)  # scale the small factor, not the full-size product
+    return np.asarray(cols.astype(np.float32) @ rows.astype(np.float32), dtype=np.float32)
 
 
 def perceptual_mask(y: NDArray[np.floating[Any]], cell_px: float) -> NDArray[np.float32]:
@@ -204,13 +205,16 @@ def perceptual_mask(y: NDArray[np.floating[Any]], cell_px: float) -> NDArray[np.
 
     from ._wm2_sync import smooth_blur
 
-    y32 = y.astype(np.float32)
+    y32 = np.asarray(y, dtype=np.float32)
     s = max(cell_px, 1.0)
     hp = y32 - smooth_blur(y32, s)
-    act = np.sqrt(np.maximum(smooth_blur(hp * hp, 2 * s), 0.0))
+    np.multiply(hp, hp, out=hp)
+    act = smooth_blur(hp, 2 * s)  # in place from here on: every full-size temporary costs ~1 ms/MP
+    np.sqrt(act, out=act)  # a blur of squares with positive weights: never negative
     ref = max(float(np.median(act[::4, ::4])), 2.0)  # act is smooth at cell scale: a subsample will do
-    m = np.clip(act / np.float32(ref), 0.6, 1.6)
-    return np.asarray(m, dtype=np.float32)
+    np.divide(act, np.float32(ref), out=act)
+    np.clip(act, 0.6, 1.6, out=act)
+    return act
 
 
 def cell_size(height: int, width: int, cells_short: int = CELLS_CHOICES[-1]) -> float:
@@ -218,7 +222,7 @@ def cell_size(height: int, width: int, cells_short: int = CELLS_CHOICES[-1]) -> 
 
 
 def embed_delta(
-    y: NDArray[np.float64],
+    y: NDArray[np.floating[Any]],
     key: WatermarkKey,
     nonce_value: int,
     target_psnr: float = TARGET_PSNR,
@@ -242,27 +246,34 @@ def embed_delta(
     mask = perceptual_mask(y, c)
     basis = np.eye(2) * TILE * c
     budget = 255.0**2 / 10 ** (target_psnr / 10)
-    unit = render(target, h, w, c) * mask
-    scale = np.sqrt(budget) / max(float(np.sqrt(np.mean(unit**2))), 1e-9)
+    unit = render(target, h, w, c)
+    unit *= mask
+    n = unit.size
+    scale = np.sqrt(budget) / max(float(np.sqrt(_dot(unit, unit) / n)), 1e-9)
     unit *= scale  # RMS sqrt(budget), cell values +-1
     host = cell_values(fold(y, basis))
     on = target != 0
     gain = float(np.median((cell_values(fold(y + unit, basis)) - host)[on] * target[on]))
     cancel = np.where(on, host / gain, 0.0) if gain > 0 else np.zeros_like(target)
-    q = render(cancel, h, w, c) * mask
+    q = render(cancel, h, w, c)
+    q *= mask
     q *= np.float32(scale)
     cells_budget = (1 - PEAK_SHARE) * budget
-    bq, qq = float(np.mean(unit * q, dtype=np.float64)), float(np.mean(q * q, dtype=np.float64))
+    bq, qq = _dot(unit, q) / n, _dot(q, q) / n
     lam = min(1.0, float(np.sqrt(0.7 * cells_budget / qq))) if qq > 0 else 0.0
     disc = (lam * bq) ** 2 - budget * (lam * lam * qq - cells_budget)
     t = (lam * bq + np.sqrt(max(disc, 0.0))) / budget
     unit *= np.float32(t)
     q *= np.float32(lam)
     unit -= q  # the cells' part
-    peaks = peaks_pattern(h, w, c)
-    peaks *= np.float32(np.sqrt(PEAK_SHARE * budget))
-    unit += peaks
+    unit += peaks_pattern(h, w, c, float(np.sqrt(PEAK_SHARE * budget)))
     return unit
+
+
+def _dot(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
+    """Sum of ``a * b`` without a full-size temporary (float32 BLAS, ~1e-6 relative error: ample for
+    the scale factors it feeds)."""
+    return float(np.dot(a.reshape(-1), b.reshape(-1)))
 
 
 def can_embed(width: int, height: int) -> bool:
@@ -278,7 +289,9 @@ class Embedded:
     readback_tag_errors: int | None  # tag errors the detector saw on the 8-bit result (None: not found)
 
 
-def readback(y: NDArray[np.float64], key: WatermarkKey, nonce_value: int, cells_short: int) -> int | None:
+def readback(
+    y: NDArray[np.floating[Any]], key: WatermarkKey, nonce_value: int, cells_short: int
+) -> int | None:
     """Tag errors read at the known geometry (None if the nonce reads wrong): the cheap self-check."""
     from ._wm2_sync import fold
     from .watermark_v2_detect import cell_values, soft_bits
@@ -300,15 +313,15 @@ def embed_pixels(pixels: NDArray[np.uint8], mode: str, key: WatermarkKey, nonce_
     nonce bit and ``READBACK_MAX_TAG_ERRORS`` tag bits wrong (well inside what the detector forgives)
     and the full detector, geometry search included, finds it; else the caller falls back to v1.
     """
-    from ._image import apply_luma_delta, luma_of
+    from ._image import apply_luma_delta, luma32_of
     from ._wm2_sync import find_lattices
     from .watermark_v2_detect import near, search
 
-    y = luma_of(pixels, mode)
+    y = luma32_of(pixels, mode)  # float32 throughout: the fold and the mask narrow to it anyway
     best: tuple[int, NDArray[np.uint8]] | None = None
     for cells in CELLS_CHOICES:
         out = apply_luma_delta(pixels, mode, embed_delta(y, key, nonce_value, cells_short=cells))
-        y_out = luma_of(out, mode)
+        y_out = luma32_of(out, mode)
         errors = readback(y_out, key, nonce_value, cells)
         if errors is None or errors > READBACK_MAX_TAG_ERRORS:
             continue

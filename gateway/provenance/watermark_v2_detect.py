@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -161,7 +162,7 @@ def near(lat: Lattice, basis: NDArray[np.float64], tol: float = 0.03) -> bool:
 
 
 def search(
-    y: NDArray[np.float64], keys: Sequence[WatermarkKey], lattices: Sequence[tuple[int, Lattice]]
+    y: NDArray[np.floating[Any]], keys: Sequence[WatermarkKey], lattices: Sequence[tuple[int, Lattice]]
 ) -> Detection:
     """The decode half of :func:`detect`, over the given (index, lattice) candidates only.
 
