@@ -215,7 +215,7 @@ def main() -> None:
     if args.reuse:
         prev = json.loads(Path(args.reuse).read_text())
         earlier = {r["label"]: r for r in prev["rows"]}
-        result["load_average_of_carried_rows"] = prev.get("machine", {}).get("load_average")
+        result["load_average_of_carried_rows"] = prev.get("machine", {}).get("loadavg")
     rows = []
     for label, model, sched, steps in ROWS:
         if steps >= 1000 and (args.quick or args.no_ddpm):
