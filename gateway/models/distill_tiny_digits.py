@@ -186,7 +186,7 @@ def teacher_grid() -> list[int]:
 def distill_trajectory(
     out: Path, steps: int, batch: int, lr: float, seed: int, guidance: float, ema_decay: float,
     huber_c: float, warmup_steps: int, warmup_lr: float, checkpoint_every: int, teacher: Path,
-    trajectories: int, init: Path | None,
+    trajectories: int, init: Path | None, cache: Path | None = None, keep: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Consistency by regression on the teacher's own ODE trajectories (the fallback that shipped).
 
@@ -196,9 +196,14 @@ def distill_trajectory(
     so the student learns it by direct regression (pseudo-Huber, EMA of the weights) instead of
     bootstrapping it hop by hop from its own EMA target: each teacher call is paid once, not once per
     training step, which is what fits a shared 2-core CPU.
+
+    ``cache``: the trajectories (and the generator state after drawing them) are saved there once and
+    reused by a later run with the same teacher, seed, count, guidance and grid, so a restart or a
+    continuation skips the teacher's ~20 CPU-minutes. ``keep``: every checkpoint is also kept as
+    ``keep/step-N`` so one can be chosen afterwards on a validation set.
     """
     import torch
-    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+    from diffusers import DDPMScheduler, UNet2DModel
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -210,30 +215,21 @@ def distill_trajectory(
     t0 = time.perf_counter()
     if init is None and warmup_steps:
         _warmup(student, ddpm, warmup_steps, batch, warmup_lr, gen)
-    # 1. The teacher's trajectories (inference only, large batches).
+    # 1. The teacher's trajectories (inference only, large batches), or the cache of an earlier run.
     points = lcm_timesteps()
     labels_all = torch.arange(trajectories) % 10
-    xs: list[Any] = []
-    ends: list[Any] = []
-    chunk = 250
-    with torch.inference_mode():
-        for i in range(0, trajectories, chunk):
-            lab = labels_all[i : i + chunk]
-            sched = DPMSolverMultistepScheduler.from_config(ddpm.config)
-            sched.set_timesteps(timesteps=teacher_grid())
-            x = torch.randn((lab.shape[0], 1, 16, 16), generator=gen)
-            both = torch.cat([lab, torch.full_like(lab, NULL_CLASS)])
-            seen = []
-            for t in sched.timesteps:
-                if int(t) in points:
-                    seen.append(x.clone())
-                eps_c, eps_u = teach(torch.cat([x, x]), t, class_labels=both).sample.chunk(2)
-                x = sched.step(eps_u + guidance * (eps_c - eps_u), t, x).prev_sample
-            xs.append(torch.stack(seen, dim=1))  # (chunk, 8, 1, 16, 16)
-            ends.append(x.clamp(-1, 1))
-            print(f"trajectories {i + lab.shape[0]}/{trajectories} {time.perf_counter() - t0:7.1f}s",
-                  file=sys.stderr, flush=True)  # fmt: skip
-    x_pts, x_end = torch.cat(xs), torch.cat(ends)
+    key = {"teacher": _digest(teacher / "unet"), "seed": seed, "trajectories": trajectories,
+           "guidance": guidance, "grid": teacher_grid(), "points": points,
+           "warmup": 0 if init is not None else warmup_steps}  # fmt: skip
+    cached = _load_cache(cache, key) if cache is not None else None
+    if cached is not None:
+        x_pts, x_end = cached["x_pts"], cached["x_end"]
+        gen.set_state(cached["gen_state"])
+        print(f"trajectories: {trajectories} from {cache}", file=sys.stderr, flush=True)
+    else:
+        x_pts, x_end = _trajectories(teach, ddpm, labels_all, points, guidance, gen, t0)
+        if cache is not None:
+            _save_cache(cache, key, x_pts, x_end, gen.get_state())
     t_pts = torch.tensor(points)
     # 2. Regression of the consistency function onto the trajectories' ends.
     ema = copy.deepcopy(student).eval()
@@ -278,9 +274,78 @@ def distill_trajectory(
                         init=str(init) if init else "teacher", ema="weights")  # fmt: skip
             info.pop("solver", None)
             save(out, ema, ddpm.config, info)
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+                save(keep / f"step-{done}", ema, ddpm.config, info)
             if done < steps:
                 print(f"checkpoint at step {done} -> {out}", file=sys.stderr, flush=True)
     return info
+
+
+def _trajectories(
+    teach: Any, ddpm: Any, labels_all: Any, points: list[int], guidance: float, gen: Any, t0: float
+) -> tuple[Any, Any]:
+    """The guided teacher's DPM-Solver++ trajectories: x_t at every LCM timestep, and each one's end."""
+    import torch
+    from diffusers import DPMSolverMultistepScheduler
+
+    trajectories = int(labels_all.shape[0])
+    xs: list[Any] = []
+    ends: list[Any] = []
+    chunk = 250
+    with torch.inference_mode():
+        for i in range(0, trajectories, chunk):
+            lab = labels_all[i : i + chunk]
+            sched = DPMSolverMultistepScheduler.from_config(ddpm.config)
+            sched.set_timesteps(timesteps=teacher_grid())
+            x = torch.randn((lab.shape[0], 1, 16, 16), generator=gen)
+            both = torch.cat([lab, torch.full_like(lab, NULL_CLASS)])
+            seen = []
+            for t in sched.timesteps:
+                if int(t) in points:
+                    seen.append(x.clone())
+                eps_c, eps_u = teach(torch.cat([x, x]), t, class_labels=both).sample.chunk(2)
+                x = sched.step(eps_u + guidance * (eps_c - eps_u), t, x).prev_sample
+            xs.append(torch.stack(seen, dim=1))  # (chunk, 8, 1, 16, 16)
+            ends.append(x.clamp(-1, 1))
+            print(f"trajectories {i + lab.shape[0]}/{trajectories} {time.perf_counter() - t0:7.1f}s",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    return torch.cat(xs), torch.cat(ends)
+
+
+def _digest(folder: Path) -> str:
+    """SHA-256 of a weights folder's files: a cache made with other teacher weights is not reused."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _load_cache(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The cached trajectories if ``path`` holds them for exactly this key, else None (regenerate)."""
+    import torch
+
+    if not path.is_file():
+        return None
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or data.get("key") != json.dumps(key, sort_keys=True):
+        print(f"trajectories cache {path} was made with other settings: regenerating", file=sys.stderr)
+        return None
+    return data
+
+
+def _save_cache(path: Path, key: dict[str, Any], x_pts: Any, x_end: Any, gen_state: Any) -> None:
+    """Write the cache atomically (a temporary file, then a rename)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    data = {"key": json.dumps(key, sort_keys=True), "x_pts": x_pts, "x_end": x_end, "gen_state": gen_state}
+    torch.save(data, tmp)
+    os.replace(tmp, path)
 
 
 def _warmup(student: Any, ddpm: Any, steps: int, batch: int, lr: float, gen: Any) -> None:
@@ -398,6 +463,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="trajectory: regress on teacher ODE ends (shipped); lcm: hop-by-hop CD")  # fmt: skip
     ap.add_argument("--trajectories", type=int, default=2000, help="trajectory recipe: teacher samples")
     ap.add_argument("--init", type=Path, help="start the student from this diffusers folder (a checkpoint)")
+    ap.add_argument(
+        "--trajectories-cache",
+        type=Path,
+        metavar="PATH",
+        help="trajectory recipe: save the teacher's trajectories here, reuse them if they match",
+    )
+    ap.add_argument(
+        "--keep-checkpoints",
+        type=Path,
+        metavar="DIR",
+        help="also keep every checkpoint as DIR/step-N (to select one on validation seeds)",
+    )
     a = ap.parse_args(argv)
     import torch
 
@@ -405,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.recipe == "trajectory":
         info = distill_trajectory(a.out, a.steps, a.batch, a.lr, a.seed, a.guidance, a.ema_decay, a.huber_c,
                                   min(a.warmup_steps, a.steps), a.warmup_lr, a.checkpoint_every, a.teacher,
-                                  max(10, a.trajectories), a.init)  # fmt: skip
+                                  max(10, a.trajectories), a.init, a.trajectories_cache,
+                                  a.keep_checkpoints)  # fmt: skip
         print(json.dumps(info))
         return 0
     info = distill(a.out, a.steps, a.batch, a.lr, a.seed, a.guidance, a.ema_decay, a.huber_c,
