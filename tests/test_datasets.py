@@ -290,9 +290,11 @@ def test_budget_stop_exits_4_keeps_what_was_paid_and_resumes(
     doc = json.loads(stdout)
     assert not doc["complete"] and doc["stopped"] == "BudgetExceeded" and doc["images"] < 8
     manifest = json.loads((out / "manifest.json").read_text())
-    # Normally the first request fits and the second does not; on a host that got much busier since
-    # the estimate, the first run is stopped at its reservation (paid, counted) and its retry refused.
-    assert doc["images"] == 2 or (doc["images"] == 0 and manifest["stopped_runs"] >= 1), (doc, manifest)
+    # How many requests fit depends on how far each settled below its reservation: the budget is a
+    # total, so a request that settles well under its estimate leaves room for another (an idle host);
+    # on a host that got much busier since the estimate, the first run is stopped at its reservation
+    # (paid, counted) and its retry refused. Either way whole requests (2 images each) are kept.
+    assert doc["images"] % 2 == 0 and (doc["images"] >= 2 or manifest["stopped_runs"] >= 1), (doc, manifest)
     kept = labels(out)
     paid = sum(m for _, m in settled(home)) - before
     assert paid <= budget * 1_000_000  # micro-dollars: the hard stop held
