@@ -40,7 +40,7 @@ def test_selection_rule_and_validation_seeds_apart_from_the_benchmarks() -> None
     assert VALIDATION_SEED0 > 2000
 
 
-def test_lcm4_ends_come_from_the_same_noise_and_are_cached_beside_the_trajectories(tmp_path: Path) -> None:
+def test_lcm4_ends_come_from_the_same_noise_and_are_cached_beside_trajectories(tmp_path: Path) -> None:
     from diffusers import DDPMScheduler, UNet2DModel
 
     from gateway.models.distill_tiny_digits import _lcm_ends_cached, _solver_text, teacher_dir
@@ -51,11 +51,13 @@ def test_lcm4_ends_come_from_the_same_noise_and_are_cached_beside_the_trajectori
     noise = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([1, 4, 7])
     cache, key = tmp_path / "traj.pt", {"seed": 1, "trajectories": 3}
-    ends = _lcm_ends_cached(teach, ddpm, noise, labels, 2.0, 1, cache, key, 0.0)
+    path, ends = _lcm_ends_cached(teach, ddpm, noise, labels, 2.0, 1, cache, key, 0.0)
     assert ends.shape == noise.shape and float(ends.abs().max()) <= 1.0
+    assert path.shape == (3, 4, 1, 16, 16) and torch.equal(path[:, 0], noise)  # x_t at 999, 759, 499, 259
     side = tmp_path / "traj-lcm4.pt"
     assert side.is_file() and not cache.exists()  # the DPM++ cache itself is left alone
-    again = _lcm_ends_cached(teach, ddpm, noise, labels, 2.0, 1, cache, key, 0.0)
-    assert torch.equal(again, ends)  # reused, not recomputed (re-noising draws would differ otherwise)
+    path2, again = _lcm_ends_cached(teach, ddpm, noise, labels, 2.0, 1, cache, key, 0.0)
+    # Reused, not recomputed (the re-noising draws would differ otherwise).
+    assert torch.equal(again, ends) and torch.equal(path2, path)
     assert _load_cache(side, key) is None  # keyed apart from the DPM++ trajectories
     assert "LCMScheduler" in _solver_text("lcm4", 2.0) and "LCMScheduler" not in _solver_text("dpm", 2.0)
