@@ -452,7 +452,7 @@ def _warmup(student: Any, ddpm: Any, steps: int, batch: int, lr: float, gen: Any
         loss.backward()
         opt.step()
         if step % 50 == 0:
-            print(f"warmup {step}/{steps} loss {float(loss):.4f}", file=sys.stderr, flush=True)
+            print(f"warmup {step}/{steps} loss {loss.detach().item():.4f}", file=sys.stderr, flush=True)
 
 
 def _info(
