@@ -14,17 +14,16 @@ import pytest
 from gateway.audit import AuditLog, open_audit
 from gateway.errors import AuditWriteError
 
-PG_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL")
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(not PG_URL, reason="no PostgreSQL"))]
 
-
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=["sqlite", "postgres"])
 def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditLog]:
+    """Both stores; PostgreSQL through the shared fixture (a failure in CI when absent, else a loud skip)."""
     if request.param == "sqlite":
         a = open_audit(f"sqlite:///{tmp_path / 'audit.db'}", checkpoint_dir=tmp_path / "cps")
     else:
+        url = request.getfixturevalue("postgres_url")
         prefix = f"gc{os.getpid()}_{threading.get_ident() % 10_000}_"
-        a = open_audit(str(PG_URL), checkpoint_dir=tmp_path / "cps", table_prefix=prefix)
+        a = open_audit(url, checkpoint_dir=tmp_path / "cps", table_prefix=prefix)
     yield a
     a.close()
     drop = getattr(a, "drop", None)
