@@ -8,6 +8,7 @@ built, so ``check`` and ``import gateway`` never pay for it (google-genai takes 
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import importlib.util
 import threading
@@ -25,7 +26,7 @@ def installed(module: str) -> bool:
         return False
 
 
-class SdkBackend(Backend):
+class SdkBackend(Backend, abc.ABC):
     """Base of the SDK backends. Subclasses set the class names and implement :meth:`build` (plus
     :meth:`credentials_problem`, :meth:`validate` and, when their async client closes differently,
     :meth:`close_async_client`)."""
@@ -67,9 +68,9 @@ class SdkBackend(Backend):
 
     # ------------------------------------------------------------------ clients
 
+    @abc.abstractmethod
     def build(self, *, is_async: bool) -> Any:
         """A new client (raise :meth:`needs_extra` when the SDK is missing, UsageError on bad config)."""
-        raise NotImplementedError
 
     def client(self, *, is_async: bool) -> Any:
         """The sync client (one per backend), or the async one of the running event loop."""
