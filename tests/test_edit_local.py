@@ -104,6 +104,23 @@ def test_cli_edit_json_lists_inputs(tmp_path: Path, three: bytes, capsys: pytest
     assert obj["c2pa"] == "signed" and obj["watermark"] == "embedded"
 
 
+def test_cli_edit_idempotency_key_pays_once(
+    tmp_path: Path, three: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.png"
+    src.write_bytes(three)
+    results = []
+    for i in (1, 2):
+        args = ["edit", str(src), "a handwritten 8", "--strength", "0.5", "--seed", "4"]
+        args += ["--idempotency-key", "edit-1", "--out", str(tmp_path / f"o{i}"), "--json"]
+        code, out, err = run(args, capsys)
+        assert code == 0, err
+        results.append(json.loads(out))
+    first, again = results
+    assert not first["replayed"] and again["replayed"] and again["request_id"] == first["request_id"]
+    assert [i["sha256"] for i in again["images"]] == [i["sha256"] for i in first["images"]]
+
+
 def test_cli_unsigned_input_denied_under_require_c2pa(tmp_path: Path, capsys: Any) -> None:
     pol = tmp_path / "inputs.yaml"
     pol.write_text("version: 1\nrules:\n  - {id: inputs.signed, kind: input_image, require: c2pa}\n")

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from ..types import EDIT_MODES
-from .generate import _echo_saved, _emit, _settings, _split, request_options
+from .generate import _echo_saved, _emit, _settings, _spend_kwargs, idempotency_option, request_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,11 +37,12 @@ def edit_arguments(fn: F) -> F:
 @click.option("--mode", type=click.Choice(EDIT_MODES), help="Default: inpaint with --mask, else img2img.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True,
               help="Directory for the images.")  # fmt: skip
+@idempotency_option
 def edit(**params: Any) -> None:
     """Edit IMAGE(s) as PROMPT says; inputs are checked (format, size, provenance, policy) first."""
     from ..client import Gateway
 
-    kwargs = _split(params)
+    kwargs = _spend_kwargs(params)
     images = [Path(p) for p in params["images"]]
     with Gateway(_settings(params)) as gw:
         result = gw.edit(

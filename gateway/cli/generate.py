@@ -98,19 +98,32 @@ def _echo_saved(result: Any, paths: list[Path]) -> None:
     )
 
 
+#: ``--idempotency-key``, shared by every command that spends (generate, edit).
+idempotency_option = click.option(
+    "--idempotency-key",
+    "idempotency_key",
+    help="The same key (per team) returns the first result and pays once.",
+)
+
+
+def _spend_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    """Request options plus the idempotency key, when given."""
+    kwargs = _split(params)
+    if params.get("idempotency_key") is not None:
+        kwargs["idempotency_key"] = params["idempotency_key"]
+    return kwargs
+
+
 @click.command()
 @request_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True,
               help="Directory for the images.")  # fmt: skip
-@click.option("--idempotency-key", "idempotency_key",
-              help="The same key (per team) returns the first result and pays once.")  # fmt: skip
+@idempotency_option
 def generate(**params: Any) -> None:
     """Generate images for PROMPT and write them to --out."""
     from ..client import Gateway
 
-    kwargs = _split(params)
-    if params.get("idempotency_key") is not None:
-        kwargs["idempotency_key"] = params["idempotency_key"]
+    kwargs = _spend_kwargs(params)
     n = int(kwargs.get("n", 1))
     if n > 1:
         click.echo(f"generating {n} images ...", err=True)
