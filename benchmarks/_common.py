@@ -6,6 +6,7 @@ numbers as JSON so ``run_all.py`` can render docs/benchmarks.md without parsing 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import importlib.metadata
 import json
@@ -122,14 +123,29 @@ def bedrock_env(url: str) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def cached_fake_bedrock(**kwargs: Any) -> Any:
+def cached_fake_bedrock(*, unique: bool = True, **kwargs: Any) -> Any:
     """A FakeBedrock that renders each (size, seed) PNG once.
 
     The stock fake draws and compresses a fresh PNG per request; that server-side CPU shares the same
-    two cores with the client being measured and only adds noise. Every client gets the same bytes.
+    two cores with the client being measured and only adds noise. With ``unique`` (the default) every
+    answer still carries distinct bytes, as a real provider's do: a numbered ``tEXt`` chunk goes
+    before ``IEND`` (microseconds), so the gateway's archive writes a new object per image instead of
+    finding the last one already stored.
     """
+    import itertools
+    import struct
+    import zlib
+
     from gateway.testing import FakeBedrock
     from gateway.testing._http import Fault
+
+    counter = itertools.count()
+
+    def numbered(png: bytes) -> bytes:
+        text = b"bench\x00" + str(next(counter)).encode()
+        chunk = struct.pack(">I", len(text)) + b"tEXt" + text
+        chunk += struct.pack(">I", zlib.crc32(chunk[4:]) & 0xFFFFFFFF)
+        return png[:-12] + chunk + png[-12:]  # IEND is the last 12 bytes
 
     class CachedFakeBedrock(FakeBedrock):
         _cache: ClassVar[dict[tuple[int, int, int], str]] = {}
@@ -141,7 +157,9 @@ def cached_fake_bedrock(**kwargs: Any) -> Any:
             got = self._cache.get(key)
             if got is None:
                 got = self._cache[key] = super()._png(w, h, seed, None)
-            return got
+            if not unique:
+                return got
+            return base64.b64encode(numbered(base64.b64decode(got))).decode()
 
     return CachedFakeBedrock(**kwargs)
 

@@ -22,7 +22,8 @@ BREAKDOWN: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("ledger settle", (*_CORE, "gateway/ledger/"), ("settle_ok", "settle")),
     (BACKEND_ROW, ("gateway/backends/bedrock.py",), ("_run",)),
     ("output step (inspect_image)", (*_CORE, "gateway/outputs.py"), ("process_outputs", "process")),
-    ("output archive (object + metadata, fsync'd)", ("gateway/archive/keeper.py",), ("keep",)),
+    ("output archive: files written, fsync started", ("gateway/archive/keeper.py",), ("keep",)),
+    ("output archive: waiting for its fsync", ("gateway/archive/keeper.py",), ("durable",)),
     (
         "audit append (hash chain + SQLite)",
         ("gateway/audit/store.py", "gateway/audit/group_commit.py"),
@@ -90,12 +91,24 @@ def goals(records: dict[str, Rec]) -> list[str]:
             ratio = g / lite["p50"] if lite["p50"] > 0 else None
             rows.append(
                 [
-                    "Our overhead / LiteLLM's overhead (p50)",
-                    "< 1/3",
+                    "Our overhead / LiteLLM's overhead (p50, audit durable)",
+                    "<= 1/3",
                     f"{ms(ratio)} ({g:.2f} / {lite['p50']:.2f} ms)",
-                    _status(ratio is not None and ratio < 1 / 3, "same causes as the row above"),
+                    _status(ratio is not None and ratio <= 1 / 3, _gap_ratio(ov, lite["p50"])),
                 ]
             )
+            cpu_over = ov.get("cpu_overhead_ms") or {}
+            if "litellm" in cpu_over:
+                ours, theirs = cpu_over["gateway"], cpu_over["litellm"]
+                cr = ours / theirs if theirs > 0 else None
+                rows.append(
+                    [
+                        "Our CPU per call / LiteLLM's (over raw boto3)",
+                        "<= 1/3",
+                        f"{ms(cr)} ({ours:.2f} / {theirs:.2f} ms)",
+                        _status(cr is not None and cr <= 1 / 3, _gap_cpu(ov)),
+                    ]
+                )
         else:
             rows.append(["Our overhead / LiteLLM's", "< 1/3", "LiteLLM not installed", "not measured"])
     cc = data(records, "concurrency")
@@ -155,28 +168,43 @@ def _status(ok: bool, gap: str) -> str:
 
 
 def _gap_overhead(ov: dict[str, Any]) -> str:
-    top = [(label, us) for label, us in _breakdown(ov) if label != BACKEND_ROW][:4]
+    over = ov["overhead_ms"]
+    floor = (ov.get("latency") or {}).get("fsync_floor")
+    floor_txt = (
+        f"one durable 4 KiB append on this disk alone takes {floor['p50_ms']:.2f} ms p50 in the same run, "
+        "and a durable audit record needs at least one per sequential request; "
+        if floor
+        else ""
+    )
+    parts = []
+    if "gateway_no_archive" in over:
+        parts.append(f"without the output archive {over['gateway_no_archive']['p50']:.2f} ms")
+    parts.append(f"with audit synchronous=NORMAL {over['gateway_audit_normal']['p50']:.2f} ms")
+    if "gateway_audit_normal_no_otel" in over:
+        parts.append(f"and no-op OpenTelemetry too {over['gateway_audit_normal_no_otel']['p50']:.2f} ms")
+    return floor_txt + "overhead p50 " + ", ".join(parts) + " (section 1)"
+
+
+def _gap_ratio(ov: dict[str, Any], lite_p50: float) -> str:
+    floor = (ov.get("latency") or {}).get("fsync_floor")
+    target = lite_p50 / 3
+    if floor and floor["p50_ms"] > target:
+        return (
+            f"a third of LiteLLM's overhead is {target:.2f} ms, below the {floor['p50_ms']:.2f} ms one "
+            "fsync of this disk takes: with every record on disk before the result returns, a sequential "
+            "caller cannot reach it here; the CPU row below is the part code can close"
+        )
+    return "see the rows above and below"
+
+
+def _gap_cpu(ov: dict[str, Any]) -> str:
+    top = [(label, us) for label, us in _breakdown(ov) if label != BACKEND_ROW][:5]
     costs = ", ".join(f"{label.strip()} {us:.0f} µs" for label, us in top)
-    cpu = ov.get("cpu_ms_per_call") or {}
-    cpu_txt = ""
-    if "gateway_audit_normal" in cpu and "raw" in cpu:
-        own = cpu["gateway_audit_normal"] - cpu["raw"]
-        cpu_txt = f" (the gateway's own CPU with audit NORMAL: {own:.2f} ms per call)"
-    normal = ov["overhead_ms"]["gateway_audit_normal"]["p50"]
-    no_otel = ov["overhead_ms"].get("gateway_audit_normal_no_otel")
-    if no_otel is not None:
-        cpu_txt = f", and {no_otel['p50']:.2f} ms with no-op OpenTelemetry providers too" + cpu_txt
-    archive = ""
-    if "gateway_no_archive" in ov["overhead_ms"]:
-        no_archive = ov["overhead_ms"]["gateway_no_archive"]["p50"]
-        archive = f"; without the output archive (its own fsync'd writes) {no_archive:.2f} ms"
     return (
-        "one sequential caller pays two fsyncs per request: the audit record (SQLite synchronous=FULL) "
-        f"and the output archive's files{archive}; with audit synchronous=NORMAL the overhead p50 is "
-        f"{normal:.2f} ms{cpu_txt}. Group commit shares an fsync between concurrent requests only, so it "
-        f"cannot help here. Largest costs under cProfile (inflated ~2x): {costs}. Next levers: the "
-        "archive's metadata in the audit transaction (one fsync per request), Candidate rows built only "
-        "for explain, the OpenTelemetry request span's attribute set (section 1)."
+        f"no single part dominates; cumulative time per part under cProfile (Python inflated ~2x, disk "
+        f"waits included): {costs}. Next levers: Candidate rows for ineligible routes built only for "
+        "explain, the audit record encoded once for hash and row, fewer span attributes, and one "
+        "process per core for throughput"
     )
 
 
@@ -230,13 +258,15 @@ def sec_overhead(rec: Rec | None) -> list[str]:
         "gateway_audit_normal": "Gateway (audit `synchronous=normal`)",
         "gateway_audit_normal_no_otel": "Gateway (audit normal, no-op OTel providers)",
         "litellm": f"LiteLLM {d.get('litellm_version') or ''} `image_generation`",
+        "fsync_floor": "(disk floor: 4 KiB write + fdatasync, not a client)",
     }
     cpu = d.get("cpu_ms_per_call") or {}
     rows = []
     for name, r in lat.items():
         o = over.get(name)
         c = cpu.get(name)
-        c_over = c - cpu["raw"] if c is not None and "raw" in cpu and name != "raw" else None
+        baseline = name in ("raw", "fsync_floor")
+        c_over = c - cpu["raw"] if c is not None and "raw" in cpu and not baseline else None
         rows.append(
             [
                 labels.get(name, name),

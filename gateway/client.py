@@ -104,6 +104,8 @@ class Gateway:
                     result = core.keeper.cached(run) or self._execute(run)
                     result = core.keeper.keep(run, result)
                 seqs = core.audit.append_many(run.records)
+                run.records = []  # written: a failure from here on audits only its own record
+                core.keeper.durable(run)  # the archive's fsync ran beside the audit append
                 if doc is None:  # a replay keeps the original's audit_seq; its own record follows it
                     result = _with_seq(result, seqs[-1])
                     core.keeper.complete(run, result)
@@ -257,6 +259,8 @@ class AsyncGateway:
                     result = hit if hit is not None else await self._execute(run)
                     result = await asyncio.to_thread(keeper.keep, run, result)  # fsync'd file writes
                 seqs = await core.audit.aappend_many(run.records)  # group-committed with its peers
+                run.records = []  # written: a failure from here on audits only its own record
+                await keeper.adurable(run)  # the archive's fsync ran beside the audit append
                 if doc is None:  # a replay keeps the original's audit_seq; its own record follows it
                     result = _with_seq(result, seqs[-1])
                     await self._store(blocking, partial(keeper.complete, run, result))

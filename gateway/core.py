@@ -391,6 +391,7 @@ class _Core(_Evidence):
             b.close()
         self.ledger.close()
         self.audit.close()
+        self.keeper.close()
         if self.keeper.archive is not None:
             self.keeper.archive.close()
 

@@ -6,6 +6,7 @@ them into audit records and results) and the two shells in :mod:`gateway.client`
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -85,6 +86,7 @@ class _Run:
     seed_given: int | None = None  # the caller's own seed (the result cache needs one)
     paid: tuple[Route, BackendResult] | None = None  # a backend returned images: they are paid for
     spooled: list[str] = field(default_factory=list)  # archive errors that sent outputs to the spool
+    archive_sync: Future[None] | None = None  # the archive's fsync, overlapping the audit append
 
 
 def _with_seq(result: GenerationResult, seq: int) -> GenerationResult:

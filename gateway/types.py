@@ -13,7 +13,7 @@ import html
 import io
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -400,27 +400,59 @@ def _summary(values: Any) -> str:
 
 
 @contextmanager
-def atomic_writer(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_writer(
+    path: Path, mode: str = "wb", *, sync: bool = True, mkdir: bool = True
+) -> Iterator[IO[Any]]:
     """Open a temp file beside ``path``; on a clean exit fsync and rename it over ``path``.
 
     Readers see the old file or the whole new one, never half of it; on error the temp file goes.
+    ``sync=False`` skips the fsync: still atomic against a crashed process (the rename is), but a
+    power loss may leave the old file; for indexes that can be rebuilt, or files :func:`fsync_paths`
+    makes durable later (off the caller's critical path). ``mkdir=False``: the caller knows the
+    folder exists (a store writing thousands of files skips a syscall per file).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if mkdir:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def atomic_write(path: Path, data: bytes) -> Path:
+def atomic_write(path: Path, data: bytes, *, sync: bool = True, mkdir: bool = True) -> Path:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_writer`)."""
-    with atomic_writer(path) as fh:
+    with atomic_writer(path, sync=sync, mkdir=mkdir) as fh:
         fh.write(data)
     return path
+
+
+def fsync_paths(paths: Iterable[Path]) -> None:
+    """Make files written with ``sync=False`` durable: fsync each file, then each parent folder once
+    (the folder holds the renamed entry; without it a power loss may forget the name)."""
+    folders: dict[Path, None] = {}
+    for path in paths:
+        _fsync(path, os.O_RDONLY)
+        folders[path.parent] = None
+    for folder in folders:
+        fsync_folder(folder)
+
+
+def fsync_folder(folder: Path) -> None:
+    """fsync a folder, so the names renamed into it survive a power loss."""
+    _fsync(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

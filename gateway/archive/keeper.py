@@ -18,9 +18,12 @@ Everything here is pure but for the archive and ledger calls; time comes from th
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +64,8 @@ class Keeper(ResultCache):
         self.idem = s.idempotency
         self.cache_settings = s.cache
         self.store_inputs = s.archive.store_inputs
+        self._sync_lock = threading.Lock()
+        self._sync_pool: ThreadPoolExecutor | None = None
         # A remote archive that fails must not cost a paid output: it is kept in a local spool under
         # the gateway home instead (and audited as such) until `gateway archive prune` uploads it.
         self.spool = (
@@ -212,13 +217,18 @@ class Keeper(ResultCache):
 
         if self.archive.blocking_io and len(puts) > 1:
             # Remote stores: the images' round trips overlap (boto3 clients are thread-safe).
-            from concurrent.futures import ThreadPoolExecutor
-
             with ThreadPoolExecutor(max_workers=min(8, len(puts)), thread_name_prefix="archive") as pool:
                 list(pool.map(put, puts))
-        else:
+        elif self.archive.blocking_io:
             for item in puts:
                 put(item)
+        else:
+            # A local store: write every file now (so a full disk fails here, before the audit
+            # record), fsync them in a worker while the caller appends the audit record, and join in
+            # durable(): one disk wait per request instead of one per file plus the audit's.
+            shas = [self._put(run, data, request_id=rid, team=ctx.team, now=now, defer_sync=True, **kw)
+                    for data, kw in puts]  # fmt: skip
+            run.archive_sync = self._syncer().submit(self.archive.sync, shas)
         for rec in reversed(run.records):
             if rec["event"] == "request":
                 rec["archive"] = self.archive.url
@@ -231,6 +241,32 @@ class Keeper(ResultCache):
         if not result.cache_hit:
             self._remember(run, result)
         return result
+
+    def durable(self, run: _Run) -> None:
+        """Wait until the archived files of ``run`` are on disk (see :meth:`keep`); raises
+        :class:`~gateway.archive.store.ArchiveError` when they could not be made durable."""
+        if run.archive_sync is not None:
+            fut, run.archive_sync = run.archive_sync, None
+            fut.result()
+
+    async def adurable(self, run: _Run) -> None:
+        """The awaited twin of :meth:`durable`: the event loop keeps serving other requests."""
+        if run.archive_sync is not None:
+            fut, run.archive_sync = run.archive_sync, None
+            await asyncio.wrap_future(fut)
+
+    def _syncer(self) -> ThreadPoolExecutor:
+        with self._sync_lock:
+            if self._sync_pool is None:
+                self._sync_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="archive-sync")
+            return self._sync_pool
+
+    def close(self) -> None:
+        """Finish pending fsyncs and stop the worker (the core closes the archive after this)."""
+        with self._sync_lock:
+            pool, self._sync_pool = self._sync_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def keep_failed(self, run: _Run, raw: Sequence[bytes], reason: str) -> str | None:
         """Archive the paid outputs of a request that failed after the backend call (kind

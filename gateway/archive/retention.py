@@ -103,6 +103,7 @@ class Coverage:
     deleted: int = 0  # named, but removed later by an audited retention deletion
     missing: list[tuple[int, str]] = field(default_factory=list)  # (audit seq, sha256)
     corrupt: list[tuple[int, str]] = field(default_factory=list)
+    reindexed: int = 0  # objects whose (unsynced) metadata a power loss took, rebuilt from the audit
 
     @property
     def ok(self) -> bool:
@@ -110,6 +111,7 @@ class Coverage:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "checked": self.checked, "deleted_by_retention": self.deleted,
+                "reindexed": self.reindexed,
                 "missing": [{"seq": s, "sha256": h} for s, h in self.missing],
                 "corrupt": [{"seq": s, "sha256": h} for s, h in self.corrupt]}  # fmt: skip
 
@@ -128,12 +130,14 @@ def coverage(
     from .store import ArchiveError, NotArchived
 
     named: dict[str, int] = {}
+    namers: dict[str, Mapping[str, Any]] = {}
     deleted: set[str] = set()
     for rec in records:
         if rec.get("event") == "archive_deleted" and isinstance(rec.get("sha256"), str):
             deleted.add(rec["sha256"])
         for sha in _named(rec):
-            named.setdefault(sha, int(rec.get("seq", 0)))
+            if sha not in named:
+                named[sha], namers[sha] = int(rec.get("seq", 0)), rec
     out = Coverage()
     for sha, seq in named.items():
         out.checked += 1
@@ -141,7 +145,10 @@ def coverage(
             if store is None:
                 continue
             try:
-                store.get(sha)
+                data = store.get(sha)
+                if store.head(sha) is None:
+                    _reindex(store, sha, data, namers[sha])
+                    out.reindexed += 1
                 break
             except NotArchived:
                 continue
@@ -154,3 +161,22 @@ def coverage(
             else:
                 out.missing.append((seq, sha))
     return out
+
+
+def _reindex(archive: Archive, sha: str, data: bytes, rec: Mapping[str, Any]) -> None:
+    """Rebuild an object's metadata from the audit record that first named it (see the durability
+    note in :mod:`.store`): the audit log is the durable statement of who stored what, and when."""
+    from ..outputs import sniff
+
+    kind: Kind = (
+        "quarantined" if rec.get("event") == "quarantined"
+        else "input" if sha in (rec.get("input_sha256s") or ()) else "output"
+    )  # fmt: skip
+    ts = rec.get("ts")
+    try:
+        when = dt.datetime.fromisoformat(str(ts)) if ts else dt.datetime.now(dt.UTC)
+    except ValueError:
+        when = dt.datetime.now(dt.UTC)
+    archive.put(data, kind=kind, mime=sniff(data) or "application/octet-stream",
+                request_id=str(rec.get("request_id") or ""), team=str(rec.get("team") or ""), now=when,
+                extra={"reindexed_from_seq": rec.get("seq")})  # fmt: skip

@@ -75,7 +75,8 @@ class S3Store(BlobStore):
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def write(self, key: str, data: bytes, *, immutable: bool = False) -> None:
+    def write(self, key: str, data: bytes, *, immutable: bool = False, durable: bool = True) -> None:
+        # A PutObject is durable once S3 answers 200: ``durable`` needs nothing more here.
         if immutable and self.exists(key):
             return
         args = dict(self._put_args)

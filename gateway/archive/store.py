@@ -13,6 +13,13 @@ A store keeps three kinds of things under one root:
                               repeat keeps the object alive for another retention window);
 ``refs/<name>.json``          small named documents (result-cache entries) that point at objects.
 
+Durability: an object is on disk before the result that names it is returned (a local store
+fsyncs the file and its folder; :meth:`Archive.sync` lets the caller overlap that wait with the audit
+log's own fsync). Metadata is written atomically but not fsynced: it is an index of what the audit log
+already holds durably (each output's sha256, request id, team, time), so a power loss costs at most the
+newest entries' retention clock (an object without metadata is listed by ``archive verify`` and never
+pruned), never an object or an audit fact. That saves one fsync per image.
+
 Implementations only move bytes (:class:`LocalStore`, :class:`~gateway.archive.s3.S3Store`); the
 checks and the metadata rules live in :class:`Archive` so every store behaves the same.
 """
@@ -24,13 +31,13 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import GatewayError, UsageError
-from ..types import atomic_write
+from ..types import atomic_write, fsync_folder, fsync_paths
 
 Kind = Literal["output", "input", "quarantined"]
 KINDS: tuple[str, ...] = ("output", "input", "quarantined")
@@ -65,8 +72,12 @@ class BlobStore(abc.ABC):
     blocking_io: bool = False  # True: the async client calls this store from a worker thread
 
     @abc.abstractmethod
-    def write(self, key: str, data: bytes, *, immutable: bool = False) -> None:
-        """Store ``data`` at ``key`` (atomically: readers see all of it or nothing)."""
+    def write(self, key: str, data: bytes, *, immutable: bool = False, durable: bool = True) -> None:
+        """Store ``data`` at ``key`` (atomically: readers see all of it or nothing); with
+        ``durable=False`` it need not survive a power loss until :meth:`sync` is called for it."""
+
+    def sync(self, keys: Iterable[str]) -> None:  # noqa: B027 - stores durable on write need nothing
+        """Make ``keys`` written with ``durable=False`` durable (a no-op where writes always are)."""
 
     @abc.abstractmethod
     def read(self, key: str) -> bytes | None:
@@ -94,16 +105,33 @@ class LocalStore(BlobStore):
         self.root = root
         self.url = root.as_uri()
         root.mkdir(parents=True, exist_ok=True)
+        self._folders: set[Path] = set()  # fan-out folders known to exist
 
     def _path(self, key: str) -> Path:
         top, _, name = key.partition("/")
         return self.root / top / name[:2] / name if top in ("objects", "meta") else self.root / key
 
-    def write(self, key: str, data: bytes, *, immutable: bool = False) -> None:
+    def write(self, key: str, data: bytes, *, immutable: bool = False, durable: bool = True) -> None:
         path = self._path(key)
         if immutable and path.exists():
             return
-        atomic_write(path, data)
+        folder = path.parent
+        known = folder in self._folders
+        if not known:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)  # bounded: objects/ and meta/ fan out into 256 folders each
+        try:
+            atomic_write(path, data, sync=durable, mkdir=False)
+        except FileNotFoundError:  # the folder went away under us (a prune, a manual clean-up)
+            if not known:
+                raise
+            self._folders.discard(folder)
+            return self.write(key, data, immutable=immutable, durable=durable)
+        if durable:
+            fsync_folder(path.parent)
+
+    def sync(self, keys: Iterable[str]) -> None:
+        fsync_paths(self._path(k) for k in keys)
 
     def read(self, key: str) -> bytes | None:
         try:
@@ -201,8 +229,13 @@ class Archive:
         team: str,
         now: dt.datetime,
         extra: Mapping[str, Any] | None = None,
+        defer_sync: bool = False,
     ) -> str:
-        """Store ``data`` (once) and its metadata (refreshed); return its sha256."""
+        """Store ``data`` (once) and its metadata (refreshed); return its sha256.
+
+        ``defer_sync=True`` leaves the object's fsync to a later :meth:`sync` of the returned sha256s,
+        which the caller must finish before it hands the result out (the request core runs it beside
+        the audit append, so the two disk waits overlap instead of adding up)."""
         if kind not in KINDS:
             raise ValueError(f"unknown archive kind {kind!r}")
         sha = hashlib.sha256(data).hexdigest()
@@ -211,7 +244,7 @@ class Archive:
         if old is None or not self.store.exists(f"objects/{sha}"):
             # New content (no metadata yet): write without an existence probe, which saves S3 a round
             # trip; rewriting identical bytes under their own hash is harmless.
-            self.store.write(f"objects/{sha}", data)
+            self.store.write(f"objects/{sha}", data, durable=not defer_sync)
         ids = tuple(dict.fromkeys((*(old.request_ids if old else ()), request_id)))
         if len(ids) > _MAX_REQUEST_IDS:
             ids = (*ids[:1], *ids[-(_MAX_REQUEST_IDS - 1) :])
@@ -226,8 +259,18 @@ class Archive:
             team=old.team if old else team,
             extra={**(old.extra if old else {}), **(extra or {})},
         )
-        self.store.write(f"meta/{sha}.json", json.dumps(meta.to_dict(), sort_keys=True).encode())
+        # An index of facts the audit log holds durably: atomic, not fsynced (module docstring).
+        meta_doc = json.dumps(meta.to_dict(), sort_keys=True).encode()
+        self.store.write(f"meta/{sha}.json", meta_doc, durable=False)
         return sha
+
+    def sync(self, sha256s: Iterable[str]) -> None:
+        """Make objects put with ``defer_sync=True`` durable; an OS error becomes an ArchiveError."""
+        try:
+            self.store.sync(f"objects/{check_sha(s)}" for s in sha256s)
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            raise ArchiveError(f"archive {self.url}: could not make objects durable: {why}") from None
 
     def get(self, sha256: str) -> bytes:
         """The exact bytes stored under ``sha256``; raises if absent or if they do not hash back."""

@@ -148,8 +148,9 @@ def verify_cmd(config: str | None, as_json: bool) -> None:
         _emit(report.to_dict())
     else:
         gone = f"{report.deleted} deleted by retention"
+        again = f"; {report.reindexed} re-indexed from the audit log" if report.reindexed else ""
         click.echo(f"{report.checked} image(s) named in the audit log; {gone}; "
-                   f"{len(report.missing)} missing; {len(report.corrupt)} corrupt")  # fmt: skip
+                   f"{len(report.missing)} missing; {len(report.corrupt)} corrupt{again}")  # fmt: skip
     if not report.ok:
         first = (report.missing or report.corrupt)[0]
         raise VerificationFailed(f"archive does not hold image {first[1]} named by audit record {first[0]}")
