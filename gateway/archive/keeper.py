@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,7 @@ class Keeper(ResultCache):
         self.store_inputs = s.archive.store_inputs
         self._sync_lock = threading.Lock()
         self._sync_pool: ThreadPoolExecutor | None = None
+        self._sync_pid = os.getpid()
         # A remote archive that fails must not cost a paid output: it is kept in a local spool under
         # the gateway home instead (and audited as such) until `gateway archive prune` uploads it.
         self.spool = (
@@ -257,8 +259,10 @@ class Keeper(ResultCache):
 
     def _syncer(self) -> ThreadPoolExecutor:
         with self._sync_lock:
-            if self._sync_pool is None:
+            # A forked child inherits the pool object but not its threads: it makes its own.
+            if self._sync_pool is None or self._sync_pid != os.getpid():
                 self._sync_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="archive-sync")
+                self._sync_pid = os.getpid()
             return self._sync_pool
 
     def close(self) -> None:
