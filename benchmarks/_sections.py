@@ -214,10 +214,12 @@ def _gap_concurrency(cc: dict[str, Any], best: dict[str, Any]) -> str:
     scale = ""
     if procs:
         p = procs[-1]
+        speedup = best["wall_s"] / p["wall_s"] if p.get("wall_s") else None
         scale = (
             f" Split over {p['workers']} processes (same stores) the same {p['n']} requests took "
             f"{p['wall_s']:.2f} s ({p['wall_over_latency']:.1f}x) on this "
-            f"{cc['machine'].get('cores', 2)}-core machine."
+            f"{cc['machine'].get('cores', 2)}-core machine"
+            + (f": {speedup:.2f}x the throughput of one process." if speedup else ".")
         )
     return (
         f"each request costs {cpu:.1f} ms of CPU (policy, routing, ledger, audit, spans, output check, "
