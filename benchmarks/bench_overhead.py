@@ -44,6 +44,7 @@ import gc
 import json
 import os
 import pstats
+import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -185,26 +186,33 @@ NOT_CLIENTS = ("raw", "fsync_floor")  # baselines: no overhead row of their own
 
 def interleave(
     clients: dict[str, Callable[[], int]], rounds: int
-) -> tuple[dict[str, list[float]], dict[str, float]]:
+) -> tuple[dict[str, list[float]], dict[str, float], dict[str, float]]:
     """Round-robin: each round calls every client once, the start rotating by one each round.
 
-    Returns wall samples per client and the process CPU seconds each client's calls used in total
-    (the fake server runs in this process too, so its share is the same for every client and
-    cancels out of the differences).
+    Returns wall samples per client, the process CPU seconds each client's calls used in total (the
+    fake server runs in this process too, so its share is the same for every client and cancels out
+    of the differences), and the kernel's share of that CPU (system time: file writes, fsync).
     """
     names = list(clients)
     out: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, float] = dict.fromkeys(names, 0.0)
-    perf, proc = time.perf_counter, time.process_time
+    kernel: dict[str, float] = dict.fromkeys(names, 0.0)
+    perf = time.perf_counter
+
+    def times() -> resource.struct_rusage:  # microsecond user/system split (os.times ticks at 10 ms)
+        return resource.getrusage(resource.RUSAGE_SELF)
+
     for i in range(rounds):
         k = i % len(names)
         for name in names[k:] + names[:k]:
             fn = clients[name]
-            c0, t0 = proc(), perf()
+            c0, t0 = times(), perf()
             fn()
             out[name].append(perf() - t0)
-            cpu[name] += proc() - c0
-    return out, cpu
+            c1 = times()
+            cpu[name] += (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+            kernel[name] += c1.ru_stime - c0.ru_stime
+    return out, cpu, kernel
 
 
 def time_fn(fn: Callable[[], object], n: int) -> dict[str, float]:
@@ -315,10 +323,11 @@ def main() -> None:
         result["image_bytes"] = sizes
         interleave(clients, args.warmup)
         gc.collect()
-        samples, cpu = interleave(clients, args.rounds)
+        samples, cpu, kernel = interleave(clients, args.rounds)
         res = {name: summary_ms(s) for name, s in samples.items()}
         result["latency"] = res
         result["cpu_ms_per_call"] = {name: c / args.rounds * 1e3 for name, c in cpu.items()}
+        result["kernel_cpu_ms_per_call"] = {name: c / args.rounds * 1e3 for name, c in kernel.items()}
         over: dict[str, dict[str, float]] = {}
         for name in clients:
             if name not in NOT_CLIENTS:
