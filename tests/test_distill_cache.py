@@ -61,3 +61,28 @@ def test_lcm4_ends_come_from_the_same_noise_and_are_cached_beside_trajectories(t
     assert torch.equal(again, ends) and torch.equal(path2, path)
     assert _load_cache(side, key) is None  # keyed apart from the DPM++ trajectories
     assert "LCMScheduler" in _solver_text("lcm4", 2.0) and "LCMScheduler" not in _solver_text("dpm", 2.0)
+
+
+def test_judge_filter_keeps_ends_read_as_their_digit_and_drops_the_rest() -> None:
+    from gateway.models.distill_tiny_digits import judge_keeps
+    from gateway.models.train_tiny_digits import load_training_data
+
+    x, y = load_training_data()  # real digits, 16x16 in [-1, 1], as trajectory ends are
+    assert isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
+    x, y = x[:100], y[:100]
+    wrong = (y + 1) % 10
+    labels = torch.where(torch.arange(100) % 2 == 0, y, wrong)  # every other label is another digit
+    kept = judge_keeps(x, labels)
+    assert kept.dtype == torch.bool and kept.shape == (100,)
+    assert int(kept[1::2].sum()) == 0  # no end labelled with another digit survives
+    assert int(kept[0::2].sum()) >= 45  # the real digits under their own label do (the judge: ~98 %)
+
+
+def test_training_seeds_never_reuse_benchmark_or_validation_noise() -> None:
+    from gateway.models.distill_tiny_digits import check_training_seed, main
+
+    for ok in (0, 1, 2, 3, 999, 2000):
+        check_training_seed(ok)
+    for bad in (1000, 1500, 1999, VALIDATION_SEED0, VALIDATION_SEED0 + 100):
+        with pytest.raises(SystemExit):
+            main(["--out", "unused", "--seed", str(bad), "--steps", "1"])

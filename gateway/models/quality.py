@@ -34,14 +34,20 @@ def to_digit_features(png: bytes) -> Any:
     return np.asarray(img, dtype=np.float64).reshape(-1) / 255.0 * 16.0
 
 
+def predicted_digits(images: Sequence[bytes]) -> Any:
+    """The digit the real-digit classifier reads in each of ``images`` (an integer array)."""
+    import numpy as np
+
+    feats = np.stack([to_digit_features(p) for p in images])
+    return real_digit_classifier().predict(feats)
+
+
 def class_consistency(images: Sequence[bytes], targets: Iterable[int]) -> float:
     """Fraction of ``images`` the real-digit classifier assigns to their target digit."""
     import numpy as np
 
-    feats = np.stack([to_digit_features(p) for p in images])
-    pred = real_digit_classifier().predict(feats)
     tgt = np.asarray(list(targets))
-    return float((pred == tgt).mean())
+    return float((predicted_digits(images) == tgt).mean())
 
 
 FD_COMPONENTS = 16  # PCA components of the judge's 8x8 input (stable covariances from a few hundred images)
