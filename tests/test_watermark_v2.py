@@ -104,6 +104,19 @@ def test_fast_wide_blur_matches_a_gaussian_blur() -> None:
         assert np.abs(got - ref)[inner].max() < 0.05 * float(ref[inner].mean())
 
 
+def test_mask_spends_strength_in_texture_and_eases_off_at_black() -> None:
+    """SSIM pays most for a mark in flat areas and for one clipped at black: the mask follows that."""
+    rng = np.random.default_rng(3)
+    y = np.full((256, 384), 128.0, dtype=np.float32)
+    y[:, 128:256] += rng.normal(0.0, 25.0, (256, 128)).astype(np.float32)  # texture in the middle
+    y[:, 256:] = 0.0  # black on the right
+    m = V.perceptual_mask(y, 2.7)
+    flat, texture, black = m[64:192, 16:96], m[64:192, 160:224], m[64:192, 300:370]
+    assert float(texture.mean()) > 2.0 * float(flat.mean())
+    assert float(black.max()) <= V.MASK_EASE_FLOOR * V.MASK_RANGE
+    assert float(m.max()) <= V.MASK_RANGE + 1e-3
+
+
 def test_round_trip_on_a_photo_and_key_mismatch() -> None:
     img = Image.fromarray(np.asarray(photo(0, size=400, top=0, left=100)))
     marked = _mark(img)

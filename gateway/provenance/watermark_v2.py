@@ -196,25 +196,53 @@ def peaks_pattern(height: int, width: int, cell_px: float, amplitude: float = 1.
     return np.asarray(cols.astype(np.float32) @ rows.astype(np.float32), dtype=np.float32)
 
 
-def perceptual_mask(y: NDArray[np.floating[Any]], cell_px: float) -> NDArray[np.float32]:
-    """Relative strength per pixel: more where local texture hides the change, a floor in flat areas.
+MASK_C2 = (0.03 * 255.0) ** 2  # SSIM's contrast constant for 8-bit images
+MASK_EXPONENT = 0.35  # strength ~ (2 var + C2) ** this: 0.5 equalises SSIM loss, 0 is uniform
+MASK_RANGE = 6.0  # strength stays within 1/6x .. 6x of its median
+MASK_EASE_LEVELS = 12.0  # strength ramps from 0 at black (and white) to full 12 levels away
+MASK_EASE_FLOOR = 0.05
 
-    Local activity is the RMS of the luma minus its blur at cell scale; strength follows it between
-    0.6x and 1.6x of its median, and is eased off near black and white where clipping would eat it.
+
+def perceptual_mask(y: NDArray[np.floating[Any]], cell_px: float) -> NDArray[np.float32]:
+    """Relative strength per pixel, shaped by what SSIM (the binding invisibility target) penalises.
+
+    SSIM loses about ``var_mark / (2 var_local + C2)`` per window, so a mark of uniform strength
+    costs most where the picture is flat and nearly nothing in texture. Strength follows
+    ``(2 var_local + C2) ** MASK_EXPONENT`` (local variance at cell scale, at least 3 px), between
+    1/``MASK_RANGE`` and ``MASK_RANGE`` times its median: 0.35 rather than the SSIM-equalising 0.5
+    because the detector's locally normalised residual reads flat areas best, and more texture
+    bias leaves busy photos too little margin to carry the mark. Near black and white the mark
+    would be clipped to one side (a mean shift SSIM's luminance term punishes, and little the
+    detector can read), so strength ramps down to ``MASK_EASE_FLOOR`` within ``MASK_EASE_LEVELS``.
     """
 
-    from ._wm2_sync import smooth_blur
+    import cv2
 
     y32 = np.asarray(y, dtype=np.float32)
-    s = max(cell_px, 1.0)
-    hp = y32 - smooth_blur(y32, s)
-    np.multiply(hp, hp, out=hp)
-    act = smooth_blur(hp, 2 * s)  # in place from here on: every full-size temporary costs ~1 ms/MP
-    np.sqrt(act, out=act)  # a blur of squares with positive weights: never negative
-    ref = max(float(np.median(act[::4, ::4])), 2.0)  # act is smooth at cell scale: a subsample will do
-    np.divide(act, np.float32(ref), out=act)
-    np.clip(act, 0.6, 1.6, out=act)
-    return act
+    h, w = y32.shape
+    s = max(cell_px, 3.0)
+    # everything here is smooth at cell scale: work on a copy area-shrunk by k (as smooth_blur does)
+    # and resize the result back once, so the power and the blurs cost a fraction of a full-size pass
+    k = int(s / 2)
+    if k < 2 or min(h, w) < 8 * k:
+        k = 1
+    ph, pw = -h % k, -w % k
+    src = cv2.copyMakeBorder(y32, 0, ph, 0, pw, cv2.BORDER_REFLECT) if ph or pw else y32
+    size = ((w + pw) // k, (h + ph) // k)
+    small = cv2.resize(src, size, interpolation=cv2.INTER_AREA) if k > 1 else src
+    small2 = cv2.resize(src * src, size, interpolation=cv2.INTER_AREA) if k > 1 else src * src
+    sigma = float(np.sqrt(max(s**2 / k**2 - 0.25, 0.25))) if k > 1 else s
+    mu = cv2.GaussianBlur(small, (0, 0), sigma)
+    var = cv2.GaussianBlur(small2, (0, 0), sigma) - mu * mu
+    np.maximum(var, 0.0, out=var)
+    m = np.power(2.0 * var + np.float32(MASK_C2), np.float32(MASK_EXPONENT), dtype=np.float32)
+    m /= np.float32(np.median(m))
+    np.clip(m, 1.0 / MASK_RANGE, MASK_RANGE, out=m)
+    ease = np.clip(np.minimum(mu, 255.0 - mu) / np.float32(MASK_EASE_LEVELS), MASK_EASE_FLOOR, 1.0)
+    m *= cv2.GaussianBlur(ease.astype(np.float32), (0, 0), sigma)
+    if k > 1:
+        m = cv2.resize(m, (w + pw, h + ph), interpolation=cv2.INTER_LINEAR)[:h, :w]
+    return np.ascontiguousarray(m, dtype=np.float32)
 
 
 def cell_size(height: int, width: int, cells_short: int = CELLS_CHOICES[-1]) -> float:
@@ -266,7 +294,12 @@ def embed_delta(
     unit *= np.float32(t)
     q *= np.float32(lam)
     unit -= q  # the cells' part
-    unit += peaks_pattern(h, w, c, float(np.sqrt(PEAK_SHARE * budget)))
+    peaks = peaks_pattern(h, w, c, 1.0)
+    # the sync sinusoids follow the mask's square root: less energy in flat areas, where SSIM pays
+    # most, while the mask stays too smooth to blur their spectral lines
+    peaks *= np.sqrt(mask)
+    peaks *= np.float32(np.sqrt(PEAK_SHARE * budget / max(_dot(peaks, peaks) / n, 1e-12)))
+    unit += peaks
     return unit
 
 
