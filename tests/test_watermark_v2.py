@@ -46,7 +46,7 @@ def marked_digit() -> Image.Image:
 
 
 def test_threshold_is_the_largest_that_keeps_fp_under_1e6() -> None:
-    assert V.CANDIDATES == 16 * (V.LATTICES * V.DECODES) * (1 + 10 + 45 + 120) == 90112
+    assert V.CANDIDATES == 16 * (V.LATTICES * V.DECODES) * (1 + 13 + 78 + 286) == 16 * 16 * 378
     bound = V.false_positive_bound(V.CANDIDATES, V.MAX_TAG_ERRORS)
     assert bound <= 1e-6 < V.false_positive_bound(V.CANDIDATES, V.MAX_TAG_ERRORS + 1)
     exact = V.CANDIDATES * sum(comb(64, k) for k in range(V.MAX_TAG_ERRORS + 1)) / 2**64
