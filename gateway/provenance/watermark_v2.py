@@ -266,6 +266,7 @@ def embed_delta(
     nonce_value: int,
     target_psnr: float = TARGET_PSNR,
     cells_short: int = CELLS_CHOICES[0],
+    mask: NDArray[np.float32] | None = None,
 ) -> NDArray[np.float32]:
     """The luma change carrying (key, nonce), scaled to ``target_psnr``.
 
@@ -282,7 +283,8 @@ def embed_delta(
     y = np.asarray(y, dtype=np.float32)  # every full-size array below is float32 (half the memory traffic)
     c = cell_size(h, w, cells_short)
     target = layout(key).tile(payload_bits(key, nonce_value))
-    mask = perceptual_mask(y, c)
+    if mask is None:  # callers trying several cell sizes pass one mask (it is smooth at any of them)
+        mask = perceptual_mask(y, c)
     basis = np.eye(2) * TILE * c
     budget = 255.0**2 / 10 ** (target_psnr / 10)
     unit = render(target, h, w, c)
@@ -363,9 +365,10 @@ def embed_pixels(pixels: NDArray[np.uint8], mode: str, key: WatermarkKey, nonce_
     from .watermark_v2_detect import near, search
 
     y = luma32_of(pixels, mode)  # float32 throughout: the fold and the mask narrow to it anyway
+    mask = perceptual_mask(y, cell_size(y.shape[0], y.shape[1], CELLS_CHOICES[0]))
     best: tuple[int, NDArray[np.uint8]] | None = None
     for cells in CELLS_CHOICES:
-        out = apply_luma_delta(pixels, mode, embed_delta(y, key, nonce_value, cells_short=cells))
+        out = apply_luma_delta(pixels, mode, embed_delta(y, key, nonce_value, cells_short=cells, mask=mask))
         y_out = luma32_of(out, mode)
         errors = readback(y_out, key, nonce_value, cells)
         if errors is None or errors > READBACK_MAX_TAG_ERRORS:
