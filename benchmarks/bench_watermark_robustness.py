@@ -23,15 +23,22 @@ Metrics
     everywhere, and "with v1 fallback" counts what the gateway's own mark (v2, else v1) gives.
     FPR = clean images detected / clean images (>= 1,000 by default), next to the
     analytic bound. PSNR / SSIM of the marked image, embed and detect CPU ms per megapixel on one
-    core (process CPU time, OpenCV pinned to one thread).
+    core (thread CPU time, OpenCV and BLAS pinned to one thread).
 """
 
+# ruff: noqa: E402 (the BLAS thread count must be set before numpy is imported)
 from __future__ import annotations
+
+import os
+
+# One core means one BLAS thread too: numpy's small matrix products (the tile render) would otherwise
+# start OpenBLAS workers whose spin-waiting doubles the process CPU time and inflates thread_time.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import argparse
 import io
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -399,7 +406,7 @@ def speed(repeats: int = 3) -> dict[str, object]:
     }
     summary |= {f"{k}_max": max(float(str(r[k])) for r in per_image.values())
                 for k in ("embed", "detect_marked", "detect_unmarked")}  # fmt: skip
-    return {"unit": "CPU ms per megapixel (thread_time, OpenCV 1 thread)", "per_image": per_image,
+    return {"unit": "CPU ms per megapixel (thread_time, OpenCV and BLAS 1 thread)", "per_image": per_image,
             "load_average_1min": round(os.getloadavg()[0], 2)} | summary  # fmt: skip
 
 
