@@ -2,7 +2,10 @@
 
     python benchmarks/bench_watermark_robustness.py            # full run (~1 h on 2 busy cores)
     python benchmarks/bench_watermark_robustness.py --quick    # CI-sized: 3 photos, 3 digits, few attacks
-    ... [--fp-images N] [--json OUT.json] [--no-fp] [--no-speed]
+    ... [--fp-images N] [--json OUT.json] [--markdown OUT.md] [--no-fp] [--no-speed]
+
+``--markdown`` writes the tables docs/provenance.md carries (TPR per attack, invisibility, false
+positives, speed, each with the load average it ran at), so the page shows what this script printed.
 
 Images
     photos: scikit-image's sample photographs (shipped in its wheel: astronaut, coffee, chelsea,
@@ -20,10 +23,18 @@ Metrics
     everywhere, and "with v1 fallback" counts what the gateway's own mark (v2, else v1) gives.
     FPR = clean images detected / clean images (>= 1,000 by default), next to the
     analytic bound. PSNR / SSIM of the marked image, embed and detect CPU ms per megapixel on one
-    core (process CPU time, OpenCV pinned to one thread).
+    core (thread CPU time, OpenCV and BLAS pinned to one thread).
 """
 
+# ruff: noqa: E402 (the BLAS thread count must be set before numpy is imported)
 from __future__ import annotations
+
+import os
+
+# One core means one BLAS thread too: numpy's small matrix products (the tile render) would otherwise
+# start OpenBLAS workers whose spin-waiting doubles the process CPU time and inflates thread_time.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import argparse
 import io
@@ -351,6 +362,7 @@ def false_positives(n: int, seed: int = 11) -> dict[str, object]:
             print(f"  [fp] {k}/{n} hits={hits}", file=sys.stderr, flush=True)
     return {
         "images": n,
+        "seed": seed,
         "detected": hits,
         "min_tag_errors": min(errors) if errors else None,
         "median_tag_errors": float(np.median(errors)) if errors else None,
@@ -367,8 +379,6 @@ def speed(repeats: int = 3) -> dict[str, object]:
     when neither does (both attempts, then the caller's v1 fallback, not counted here); detection
     of a marked image stops at the first verified candidate, an unmarked one runs the whole search.
     """
-    import os
-
     import cv2
 
     cv2.setNumThreads(1)
@@ -396,8 +406,68 @@ def speed(repeats: int = 3) -> dict[str, object]:
     }
     summary |= {f"{k}_max": max(float(str(r[k])) for r in per_image.values())
                 for k in ("embed", "detect_marked", "detect_unmarked")}  # fmt: skip
-    return {"unit": "CPU ms per megapixel (thread_time, OpenCV 1 thread)", "per_image": per_image,
+    return {"unit": "CPU ms per megapixel (thread_time, OpenCV and BLAS 1 thread)", "per_image": per_image,
             "load_average_1min": round(os.getloadavg()[0], 2)} | summary  # fmt: skip
+
+
+def _tpr(cell: dict[str, object]) -> str:
+    return f"{float(str(cell['tpr'])):.2f} ({float(str(cell['tpr_v2_or_v1_fallback'])):.2f})"
+
+
+def markdown(report: dict[str, object]) -> str:
+    """The report as the Markdown tables of docs/provenance.md (nothing is edited by hand there)."""
+    out: list[str] = []
+    rob = report.get("robustness")
+    if isinstance(rob, dict):
+        sets = list(rob)
+        out += ["| attack | " + " | ".join(f"{n}: v2 TPR (with v1 fallback)" for n in sets) + " |",
+                "|---|" + "---|" * len(sets)]  # fmt: skip
+        tier_b = set(report.get("tier_b", []))  # type: ignore[arg-type]
+        attacks = list(rob[sets[0]]["attacks"])
+        for an in attacks:
+            if an in tier_b and (attacks.index(an) == 0 or attacks[attacks.index(an) - 1] not in tier_b):
+                out.append("| **Tier B** |" + " |" * len(sets))
+            out.append(f"| {an} | " + " | ".join(_tpr(rob[n]["attacks"][an]) for n in sets) + " |")
+        out.append("")
+        for n in sets:
+            q = [r for r in rob[n]["quality"] if r["version"] == 2]
+            psnr = [float(r["psnr_db"]) for r in q]
+            ssim = [float(r["ssim"]) for r in q if r["ssim"] is not None]
+            line = f"* {n}: {len(q)} of {len(rob[n]['quality'])} carry v2"
+            if q:
+                line += f"; PSNR {min(psnr):.2f}-{max(psnr):.2f} dB (mean {np.mean(psnr):.2f})"
+            if ssim:
+                line += f", SSIM {min(ssim):.4f}-{max(ssim):.4f} (mean {np.mean(ssim):.4f})"
+            fb = [str(r["image"]) for r in rob[n]["quality"] if r["version"] != 2]
+            out.append(line + (f"; v1 fallback: {', '.join(fb)}" if fb else ""))
+        out.append(
+            f"* load average (1 min) at the end of the robustness part: {report.get('load_robustness')}"
+        )
+        out.append("")
+    fp = report.get("false_positives")
+    if isinstance(fp, dict):
+        out.append(f"False positives: **{fp['detected']} of {fp['images']}** clean images detected (seed "
+                   f"{fp.get('seed')}); closest candidate {fp['min_tag_errors']} tag errors (median "
+                   f"{fp['median_tag_errors']}) against a threshold of {fp['threshold']}; analytic bound "
+                   f"per image {float(fp['bound_per_image']):.2e}; {fp['cpu_s']} s CPU.")  # fmt: skip
+        out.append("")
+    sp = report.get("speed_ms_per_mp_one_core")
+    if isinstance(sp, dict):
+        out += ["| photo at 1024x1024 | carries v2 | embed | detect (marked) | detect (unmarked) |",
+                "|---|---|---|---|---|"]  # fmt: skip
+        for name, r in sp["per_image"].items():
+            out.append(f"| {name} | {'yes' if r['carries_v2'] else 'no'} | {r['embed']} | "
+                       f"{r['detect_marked']} | {r['detect_unmarked']} |")  # fmt: skip
+        out.append(f"| **median** | | {sp['embed_median']} | {sp['detect_marked_median']} | "
+                   f"{sp['detect_unmarked_median']} |")  # fmt: skip
+        out.append(
+            f"| **max** | | {sp['embed_max']} | {sp['detect_marked_max']} | {sp['detect_unmarked_max']} |"
+        )
+        out.append("")
+        out.append(f"{sp['unit']}; load average (1 min) {sp['load_average_1min']}.")
+        out.append("")
+    out.append(f"Wall time {report.get('wall_s')} s.")
+    return "\n".join(out) + "\n"
 
 
 def main() -> None:
@@ -409,6 +479,7 @@ def main() -> None:
     ap.add_argument("--no-robust", action="store_true")
     ap.add_argument("--fp-seed", type=int, default=11, help="clean-set seed (split a long FP run)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--markdown", type=Path, default=None, help="write the docs tables here")
     args = ap.parse_args()
     attacks = {**TIER_A, **TIER_B}
     if args.quick:
@@ -418,6 +489,7 @@ def main() -> None:
     if not args.no_robust:
         sets = {"photos": photos(args.quick), "tiny-digits (256x256)": digits(3 if args.quick else 10)}
         report["robustness"] = robustness(sets, attacks)
+        report["load_robustness"] = round(os.getloadavg()[0], 2)
     if not args.no_fp:
         n = args.fp_images or (100 if args.quick else 1000)
         report["false_positives"] = false_positives(n, args.fp_seed)
@@ -428,6 +500,9 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown(report))
     print(text)
 
 

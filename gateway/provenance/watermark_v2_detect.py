@@ -97,13 +97,18 @@ def soft_bits(cells: NDArray[np.float64], lay: wm2.Layout) -> NDArray[np.float64
 
 
 def _nonce_candidates(soft: NDArray[np.float64]) -> list[int]:
-    """The nonce as read, then with each 1 and each 2 of its least reliable bits flipped."""
+    """The nonce as read, then with every 1 to ``NONCE_MAX_FLIPS`` of its least reliable bits flipped."""
     hard = 0
     for s in soft:
         hard = hard << 1 | int(s > 0)
     masks = [1 << (wm2.NONCE_BITS - 1 - int(p)) for p in np.argsort(np.abs(soft))[: wm2.NONCE_WEAKEST]]
-    out = [hard] + [hard ^ m for m in masks]
-    out += [hard ^ a ^ b for a, b in combinations(masks, 2)]
+    out = [hard]
+    for k in range(1, wm2.NONCE_MAX_FLIPS + 1):
+        for combo in combinations(masks, k):
+            flip = 0
+            for m in combo:
+                flip |= m
+            out.append(hard ^ flip)
     return out
 
 
