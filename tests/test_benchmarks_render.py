@@ -102,9 +102,8 @@ def test_the_overhead_goal_names_the_disk_floor_and_the_cpu_ratio() -> None:
     )
     assert "(disk floor: 4 KiB write + fdatasync, not a client)" in doc
     met = render(HEAD, {"overhead": rec("bench_overhead", overhead(0.3, 1.5, floor=0.1, cpu=(0.4, 1.5)))})
-    assert (
-        "| Our CPU per call / LiteLLM's (over raw boto3) | <= 1/3 | 0.27 (0.40 ms / 1.50 ms) | **met** |" in met
-    )
+    cpu_row = "| Our CPU per call / LiteLLM's (over raw boto3) | <= 1/3 |"
+    assert f"{cpu_row} 0.27 (0.40 ms / 1.50 ms) | **met** |" in met
 
 
 def test_a_failed_or_missing_benchmark_is_visible_not_silent() -> None:
