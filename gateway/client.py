@@ -257,7 +257,9 @@ class AsyncGateway:
                     core.begin(run)
                     hit = await asyncio.to_thread(keeper.cached, run)
                     result = hit if hit is not None else await self._execute(run)
-                    result = await asyncio.to_thread(keeper.keep, run, result)  # fsync'd file writes
+                    result = await asyncio.to_thread(
+                        keeper.keep, run, result
+                    )  # file writes; fsync runs aside
                 seqs = await core.audit.aappend_many(run.records)  # group-committed with its peers
                 run.records = []  # written: a failure from here on audits only its own record
                 await keeper.adurable(run)  # the archive's fsync ran beside the audit append

@@ -217,20 +217,19 @@ class Keeper(ResultCache):
         def put(item: tuple[bytes, dict[str, Any]]) -> str:
             return self._put(run, item[0], request_id=rid, team=ctx.team, now=now, **item[1])
 
-        if self.archive.blocking_io and len(puts) > 1:
-            # Remote stores: the images' round trips overlap (boto3 clients are thread-safe).
-            with ThreadPoolExecutor(max_workers=min(8, len(puts)), thread_name_prefix="archive") as pool:
-                list(pool.map(put, puts))
-        elif self.archive.blocking_io:
-            for item in puts:
-                put(item)
-        else:
+        if not self.archive.blocking_io:
             # A local store: write every file now (so a full disk fails here, before the audit
             # record), fsync them in a worker while the caller appends the audit record, and join in
             # durable(): one disk wait per request instead of one per file plus the audit's.
-            shas = [self._put(run, data, request_id=rid, team=ctx.team, now=now, defer_sync=True, **kw)
-                    for data, kw in puts]  # fmt: skip
+            shas = [put((data, {**kw, "defer_sync": True})) for data, kw in puts]
             run.archive_sync = self._syncer().submit(self.archive.sync, shas)
+        elif len(puts) > 1:
+            # Remote stores: the images' round trips overlap (boto3 clients are thread-safe).
+            with ThreadPoolExecutor(max_workers=min(8, len(puts)), thread_name_prefix="archive") as pool:
+                list(pool.map(put, puts))
+        else:
+            for item in puts:
+                put(item)
         for rec in reversed(run.records):
             if rec["event"] == "request":
                 rec["archive"] = self.archive.url

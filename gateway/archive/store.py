@@ -17,8 +17,9 @@ Durability: an object is on disk before the result that names it is returned (a 
 fsyncs the file and its folder; :meth:`Archive.sync` lets the caller overlap that wait with the audit
 log's own fsync). Metadata is written atomically but not fsynced: it is an index of what the audit log
 already holds durably (each output's sha256, request id, team, time), so a power loss costs at most the
-newest entries' retention clock (an object without metadata is listed by ``archive verify`` and never
-pruned), never an object or an audit fact. That saves one fsync per image.
+newest entries' retention clock (an object without metadata is never pruned, and ``archive verify``
+rebuilds its metadata from the audit record that named it), never an object or an audit fact. That
+saves one fsync per image.
 
 Implementations only move bytes (:class:`LocalStore`, :class:`~gateway.archive.s3.S3Store`); the
 checks and the metadata rules live in :class:`Archive` so every store behaves the same.

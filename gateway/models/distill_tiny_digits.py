@@ -36,6 +36,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from .train_tiny_digits import NULL_CLASS, load_training_data
@@ -346,7 +347,7 @@ def judge_keeps(x_end: Any, labels: Any) -> Any:
     from ..backends.local import upscaled_pngs
     from .quality import predicted_digits
 
-    size = argparse.Namespace(width=256, height=256)
+    size = SimpleNamespace(width=256, height=256)  # the served size, as a request would give it
     pngs, _ = upscaled_pngs(x_end, size, int(x_end.shape[-1]))
     return torch.as_tensor(predicted_digits(pngs)) == labels
 
