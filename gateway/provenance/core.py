@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import BadResponse, ConfigError
-from ._image import ImageDecodeError, decode, encode_png, luma_of
+from ._image import ImageDecodeError, decode, encode_png, luma_of, one_blas_thread
 from ._model import C2paStatus, ProvenanceInfo, Stamped, WatermarkStatus
 from .c2pa_sign import SOFT_BINDING_ALG, SOFT_BINDING_ALG_V2
 from .credentials import AuditLookup, CredentialStore
@@ -46,6 +46,10 @@ class Provenance:
 
     def stamp(self, data: bytes, *, info: ProvenanceInfo, watermark: bool, c2pa: bool) -> Stamped:
         """Watermark and/or sign one backend output (PNG/JPEG/WebP bytes as returned)."""
+        with one_blas_thread():
+            return self._stamp(data, info=info, watermark=watermark, c2pa=c2pa)
+
+    def _stamp(self, data: bytes, *, info: ProvenanceInfo, watermark: bool, c2pa: bool) -> Stamped:
         t0 = time.perf_counter()
         try:
             img = decode(data)
@@ -274,19 +278,20 @@ class Provenance:
         A found mark is followed to the credential stored at stamp time, and (with ``audit_lookup``,
         request id -> audit record) to the request's audit record.
         """
-        return verify_bytes(
-            data,
-            keys=self.keys.watermark_keys(create=False),
-            credentials=self.credentials,
-            audit_lookup=audit_lookup,
-            trust_anchors_pem=trust_anchors_pem
-            if trust_anchors_pem is not None
-            else self.keys.trust_anchors(),
-            policy=policy,
-            request_id=request_id,
-            thorough=thorough,
-            source=source,
-        )
+        with one_blas_thread():
+            return verify_bytes(
+                data,
+                keys=self.keys.watermark_keys(create=False),
+                credentials=self.credentials,
+                audit_lookup=audit_lookup,
+                trust_anchors_pem=trust_anchors_pem
+                if trust_anchors_pem is not None
+                else self.keys.trust_anchors(),
+                policy=policy,
+                request_id=request_id,
+                thorough=thorough,
+                source=source,
+            )
 
 
 _EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}

@@ -52,10 +52,11 @@ class ThirdPartyMark:
         }
 
 
-def _u_plane(rgb: NDArray[np.uint8], offset: float) -> NDArray[np.float64]:
+def _u_plane(rgb: NDArray[np.uint8]) -> NDArray[np.float64]:
+    """U of YUV without its offset (each offset the detector tries is added to this one plane)."""
     f = rgb[..., :3].astype(np.float64)
     y = f @ np.array([0.299, 0.587, 0.114])
-    return np.asarray(0.492 * (f[..., 2] - y) + offset, dtype=np.float64)
+    return np.asarray(0.492 * (f[..., 2] - y), dtype=np.float64)
 
 
 def _dwtdct_bits(plane: NDArray[np.float64], length: int) -> NDArray[np.uint8]:
@@ -80,7 +81,8 @@ def detect_sdxl(pixels: NDArray[np.uint8], mode: str) -> ThirdPartyMark:
     if mode in ("L", "LA") or pixels.ndim == 2 or min(pixels.shape[:2]) < 256:
         accuracy = 0.0
     else:
-        accuracy = max(float(np.mean(_dwtdct_bits(_u_plane(pixels, o), 48) == SDXL_BITS)) for o in _OFFSETS)
+        u = _u_plane(pixels)
+        accuracy = max(float(np.mean(_dwtdct_bits(u + o, 48) == SDXL_BITS)) for o in _OFFSETS)
     threshold = SDXL_THRESHOLD / 48
     return ThirdPartyMark(
         name="sdxl",
