@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from _sec_provenance import goal_rows, section
 from _sections import (
     Rec,
     goals,
@@ -124,7 +125,7 @@ def render(head: dict[str, Any], records: dict[str, Rec]) -> str:
             ],
         ],
     )
-    out += goals(records)
+    out += goals(records, goal_rows(records))
     out += [METHOD]
     out += sec_overhead(records.get("overhead"))
     out += sec_concurrency(records.get("concurrency"))
@@ -139,4 +140,5 @@ def render(head: dict[str, Any], records: dict[str, Rec]) -> str:
     ]
     for name, title, doc in OTHERS:
         out += sec_text(title, doc)(records.get(name))
+    out += section(records.get("remote_provenance"))
     return "\n".join(out).rstrip() + "\n"

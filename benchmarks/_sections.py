@@ -73,7 +73,8 @@ def provenance_line(rec: Rec | None) -> list[str]:
 # ---------------------------------------------------------------------------------------- goals
 
 
-def goals(records: dict[str, Rec]) -> list[str]:
+def goals(records: dict[str, Rec], extra: list[list[str]] | None = None) -> list[str]:
+    """The goals table; ``extra`` rows (other sections' goals) go before the start-up row."""
     rows: list[list[str]] = []
     ov = data(records, "overhead")
     if ov:
@@ -146,6 +147,7 @@ def goals(records: dict[str, Rec]) -> list[str]:
                 ),
             ]
         )
+    rows += extra or []
     st = data(records, "startup")
     if st:
         heavy = st["import_heavy_modules"]

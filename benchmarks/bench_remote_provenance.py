@@ -8,8 +8,9 @@ embeds the v2 watermark (with its read-back), re-encodes lossless PNG and signs 
 configuration runs in a fresh subprocess (BLAS worker threads, once woken, would spill into the next
 measurement), alternating "as shipped" and "before" so a drift in machine load hits both alike:
 
-* as shipped: BLAS on one thread while stamping, PNG written with zlib's run-length strategy;
-* before: numpy's BLAS threaded as loaded, plain zlib level 1 (the setting of the previous release).
+* as shipped: BLAS and OpenCV on one thread while stamping, PNG written with zlib's run-length
+  strategy;
+* before: the previous release's settings: numpy's BLAS threaded as loaded, plain zlib level 1.
 
 CPU is ``time.process_time`` of the whole process across the stamp calls (every thread's CPU,
 spinning BLAS workers included), per megapixel of input.

@@ -58,6 +58,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("startup", "bench_startup.py", (), ("--quick",), json_file=True),
     Spec("overhead", "bench_overhead.py", ("--profile",), ("--quick", "--profile"), json_file=True),
     Spec("concurrency", "bench_concurrency.py", ("--profile",), ("--quick",), json_file=True),
+    Spec("remote_provenance", "bench_remote_provenance.py", (), ("--quick",), json_file=True),
     Spec("local_quality", "bench_local_quality.py", (), ("--quick",), json_file=True, timeout_s=3600),
     # Other areas' benchmarks, at reduced sizes (their own docs carry their full-size runs).
     Spec("backends", "remote_backends.py", ("--calls", "200"), ("--calls", "30")),

@@ -219,7 +219,7 @@ def test_sdxl_mark_is_reported_as_provider_watermark(pv: Provenance) -> None:
     mod_spec.loader.exec_module(maxdct)
     import numpy as np
 
-    from gateway.provenance.thirdparty import SDXL_BITS, _dwtdct_bits, _u_plane, detect_sdxl
+    from gateway.provenance.thirdparty import SDXL_BITS, _dwtdct_bits, _ll_u, detect_sdxl
 
     rgb = np.asarray(photo(1, size=320))
     for img in (
@@ -229,7 +229,7 @@ def test_sdxl_mark_is_reported_as_provider_watermark(pv: Provenance) -> None:
         reference = maxdct.EmbedMaxDct(wmLen=48).decode(
             np.ascontiguousarray(img[..., ::-1]).astype(np.float32)
         )
-        assert (_dwtdct_bits(_u_plane(img) + 0.5, 48) == reference).all()
+        assert (_dwtdct_bits(_ll_u(img) + 2 * 0.5, 48) == reference).all()
     enc = maxdct.EmbedMaxDct(list(SDXL_BITS), wmLen=48)  # what diffusers does: float BGR in, float out
     marked = np.clip(np.rint(enc.encode(rgb[..., ::-1].astype(np.float32))[..., ::-1]), 0, 255).astype(
         np.uint8

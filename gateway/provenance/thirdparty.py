@@ -52,18 +52,23 @@ class ThirdPartyMark:
         }
 
 
-def _u_plane(rgb: NDArray[np.uint8]) -> NDArray[np.float64]:
-    """U of YUV without its offset (each offset the detector tries is added to this one plane)."""
-    f = rgb[..., :3].astype(np.float64)
-    y = f @ np.array([0.299, 0.587, 0.114])
-    return np.asarray(0.492 * (f[..., 2] - y), dtype=np.float64)
+def _ll_u(rgb: NDArray[np.uint8]) -> NDArray[np.float64]:
+    """The Haar LL band of the U plane (YUV's U without its offset), from 2x2 sums of the pixels.
+
+    The reference decoder converts the whole image to U, then averages 2x2 blocks; both steps are
+    linear, so summing the 8-bit pixels first (exact, in uint16) and converting the quarter-size sums
+    reads the same bits at a quarter of the float work. Each offset the detector tries adds
+    ``2 * offset`` to this band (four U values per sum, halved).
+    """
+    h, w = (rgb.shape[0] // 4) * 4, (rgb.shape[1] // 4) * 4
+    z = rgb[:h, :w, :3].astype(np.uint16)
+    s = (z[0::2, 0::2] + z[0::2, 1::2] + z[1::2, 0::2] + z[1::2, 1::2]).astype(np.float64)
+    y = s @ np.array([0.299, 0.587, 0.114])
+    return np.asarray(0.492 * (s[..., 2] - y) / 2.0, dtype=np.float64)
 
 
-def _dwtdct_bits(plane: NDArray[np.float64], length: int) -> NDArray[np.uint8]:
-    """invisible-watermark's ``EmbedMaxDct.decode`` for one plane, vectorised."""
-    h, w = (plane.shape[0] // 4) * 4, (plane.shape[1] // 4) * 4
-    z = plane[:h, :w]
-    ll = (z[0::2, 0::2] + z[0::2, 1::2] + z[1::2, 0::2] + z[1::2, 1::2]) / 2.0
+def _dwtdct_bits(ll: NDArray[np.float64], length: int) -> NDArray[np.uint8]:
+    """invisible-watermark's ``EmbedMaxDct.decode`` for one plane's LL band, vectorised."""
     rows, cols = ll.shape[0] // 4, ll.shape[1] // 4
     blocks = ll[: rows * 4, : cols * 4].reshape(rows, 4, cols, 4).swapaxes(1, 2).reshape(rows * cols, 16)
     ac = np.abs(blocks[:, 1:])
@@ -81,8 +86,8 @@ def detect_sdxl(pixels: NDArray[np.uint8], mode: str) -> ThirdPartyMark:
     if mode in ("L", "LA") or pixels.ndim == 2 or min(pixels.shape[:2]) < 256:
         accuracy = 0.0
     else:
-        u = _u_plane(pixels)
-        accuracy = max(float(np.mean(_dwtdct_bits(u + o, 48) == SDXL_BITS)) for o in _OFFSETS)
+        ll = _ll_u(pixels)
+        accuracy = max(float(np.mean(_dwtdct_bits(ll + 2 * o, 48) == SDXL_BITS)) for o in _OFFSETS)
     threshold = SDXL_THRESHOLD / 48
     return ThirdPartyMark(
         name="sdxl",
