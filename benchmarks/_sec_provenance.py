@@ -52,7 +52,8 @@ def section(rec: Rec | None) -> list[str]:
         "photo per process and mode; medians. CPU is the whole process's (every thread), per megapixel. "
         "*Before* reruns the previous release's settings in the same run: numpy's BLAS threaded while "
         "stamping (its idle workers busy-wait through the PNG codec and signing that follow each small "
-        "matrix product) and plain zlib level 1 for the PNG (now its run-length strategy).",
+        "matrix product) and Pillow's PNG writer at plain zlib level 1 (now libpng with the Paeth "
+        "filter and zlib's run-length strategy).",
         "",
     ]
     rows = []
