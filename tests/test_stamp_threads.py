@@ -1,0 +1,41 @@
+"""Stamping runs BLAS and OpenCV on one thread, from any thread, and puts the counts back after."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from gateway.provenance._image import one_blas_thread
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+cv2 = pytest.importorskip("cv2")
+
+
+def _blas_threads() -> list[int]:
+    import numpy  # noqa: F401  (loads numpy's BLAS)
+
+    return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_one_thread_inside_and_restored_after() -> None:
+    before_blas, before_cv = _blas_threads(), cv2.getNumThreads()
+    seen: dict[str, object] = {}
+
+    def stamp_like() -> None:  # AsyncGateway stamps in worker threads
+        with one_blas_thread():
+            seen["blas"], seen["cv"] = _blas_threads(), cv2.getNumThreads()
+
+    worker = threading.Thread(target=stamp_like)
+    worker.start()
+    worker.join()
+    assert seen["blas"] == [1] * len(before_blas)
+    assert seen["cv"] == 1
+    assert _blas_threads() == before_blas and cv2.getNumThreads() == before_cv
+
+
+def test_restored_when_the_block_raises() -> None:
+    before = cv2.getNumThreads()
+    with pytest.raises(RuntimeError), one_blas_thread():
+        raise RuntimeError("stamp failed")
+    assert cv2.getNumThreads() == before
