@@ -64,7 +64,7 @@ def child(setting: str, repeats: int) -> dict[str, Any]:
     from gateway.provenance._model import ProvenanceInfo
 
     if setting == "before":
-        core.one_blas_thread = contextlib.nullcontext  # type: ignore[assignment]
+        core.one_compute_thread = contextlib.nullcontext  # type: ignore[assignment]
         _image.PNG_STRATEGY = zlib.Z_DEFAULT_STRATEGY
         _image.PNG_LIBPNG = False
     photos = _photos()

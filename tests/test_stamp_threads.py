@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from gateway.provenance._image import one_blas_thread
+from gateway.provenance._image import one_compute_thread
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 cv2 = pytest.importorskip("cv2")
@@ -23,7 +23,7 @@ def test_one_thread_inside_and_restored_after() -> None:
     seen: dict[str, object] = {}
 
     def stamp_like() -> None:  # AsyncGateway stamps in worker threads
-        with one_blas_thread():
+        with one_compute_thread():
             seen["blas"], seen["cv"] = _blas_threads(), cv2.getNumThreads()
 
     worker = threading.Thread(target=stamp_like)
@@ -36,6 +36,34 @@ def test_one_thread_inside_and_restored_after() -> None:
 
 def test_restored_when_the_block_raises() -> None:
     before = cv2.getNumThreads()
-    with pytest.raises(RuntimeError), one_blas_thread():
+    with pytest.raises(RuntimeError), one_compute_thread():
         raise RuntimeError("stamp failed")
     assert cv2.getNumThreads() == before
+
+
+def test_overlapping_stamps_restore_the_counts_once_both_are_done() -> None:
+    """The later stamp out must not "restore" the limit of 1 that the earlier one set."""
+    before_blas, before_cv = _blas_threads(), cv2.getNumThreads()
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    inside: list[int] = []
+
+    def first() -> None:
+        with one_compute_thread():
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(5)
+        with one_compute_thread():
+            second_in.set()
+            first_out.wait(5)
+            inside.append(cv2.getNumThreads())  # the first one left; this one still runs on one
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert inside == [1]
+    assert _blas_threads() == before_blas and cv2.getNumThreads() == before_cv

@@ -10,6 +10,8 @@ lossless PNG so our own encoder never weakens the mark it just embedded.
 from __future__ import annotations
 
 import io
+import os
+import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -152,40 +154,65 @@ def _blas_controller() -> Any:
     return ThreadpoolController()
 
 
-@contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """Run the block with numpy's BLAS and OpenCV's pool on one thread.
-
-    Stamping's matrix products are small (a 1024x1024 tile render is 1.3 ms), but one threaded call
-    wakes OpenBLAS's idle workers, which then busy-wait for the next ~100 ms, through the PNG codec
-    and the signing that follow: on 2 cores a remote image's stamp cost 536 ms of CPU with threaded
-    BLAS and 354 ms with one thread, for a shorter wall time. OpenCV's pool (blur, resize, warp on
-    1 MP planes) shows the same pattern at a smaller scale. Both limits are process-wide while the
-    block runs (neither library has a per-thread count); two stamps overlapping may restore them
-    early, which costs CPU only, never a result.
-    """
-    ctl = _blas_controller()
-    cv2 = _cv2()
-    threads = cv2.getNumThreads() if cv2 is not None else 0
-    if cv2 is not None:
-        cv2.setNumThreads(1)
-    try:
-        if ctl is None:
-            yield
-        else:
-            with ctl.limit(limits=1, user_api="blas"):
-                yield
-    finally:
-        if cv2 is not None:
-            cv2.setNumThreads(threads)
-
-
 def _cv2() -> Any:
     try:
         import cv2
     except ImportError:
         return None
     return cv2
+
+
+class _OneThread:
+    """``with one_compute_thread():`` runs the block with numpy's BLAS and OpenCV's pool on one thread.
+
+    Stamping's matrix products are small (a 1024x1024 tile render is 1.3 ms), but one threaded call
+    wakes OpenBLAS's idle workers, which then busy-wait for the next ~100 ms, through the PNG codec
+    and the signing that follow: on 2 cores a remote image's stamp cost 536 ms of CPU with threaded
+    BLAS and 354 ms with one thread, for a shorter wall time. OpenCV's pool (blur, resize, warp on
+    1 MP planes) shows the same pattern at a smaller scale.
+
+    Neither OpenBLAS nor OpenCV has a per-thread thread count, so the limit is process-wide. The
+    first block in saves the counts and sets 1; the last one out restores them. Without the count,
+    two overlapping stamps would each save what they found, and the later one would "restore" the
+    limit of 1 for good, leaving the application's own numpy and OpenCV work single-threaded.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        # a child forked mid-stamp (dataset workers) would inherit a held lock and a stale count
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._blas: Any = None  # threadpoolctl's limiter while the limit holds
+        self._cv_threads = 0
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                ctl, cv2 = _blas_controller(), _cv2()
+                self._blas = ctl.limit(limits=1, user_api="blas") if ctl is not None else None
+                if cv2 is not None:
+                    self._cv_threads = cv2.getNumThreads()
+                    cv2.setNumThreads(1)
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    if self._blas is not None:
+                        self._blas.restore_original_limits()
+                        self._blas = None
+                    cv2 = _cv2()
+                    if cv2 is not None:
+                        cv2.setNumThreads(self._cv_threads)
+
+
+one_compute_thread = _OneThread()
 
 
 def luma_of(pixels: NDArray[np.uint8], mode: str) -> NDArray[np.float64]:

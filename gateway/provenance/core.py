@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import BadResponse, ConfigError
-from ._image import ImageDecodeError, decode, encode_png, luma_of, one_blas_thread
+from ._image import ImageDecodeError, decode, encode_png, luma_of, one_compute_thread
 from ._model import C2paStatus, ProvenanceInfo, Stamped, WatermarkStatus
 from .c2pa_sign import SOFT_BINDING_ALG, SOFT_BINDING_ALG_V2
 from .credentials import AuditLookup, CredentialStore
@@ -46,7 +46,7 @@ class Provenance:
 
     def stamp(self, data: bytes, *, info: ProvenanceInfo, watermark: bool, c2pa: bool) -> Stamped:
         """Watermark and/or sign one backend output (PNG/JPEG/WebP bytes as returned)."""
-        with one_blas_thread():
+        with one_compute_thread():
             return self._stamp(data, info=info, watermark=watermark, c2pa=c2pa)
 
     def _stamp(self, data: bytes, *, info: ProvenanceInfo, watermark: bool, c2pa: bool) -> Stamped:
@@ -278,7 +278,7 @@ class Provenance:
         A found mark is followed to the credential stored at stamp time, and (with ``audit_lookup``,
         request id -> audit record) to the request's audit record.
         """
-        with one_blas_thread():
+        with one_compute_thread():
             return verify_bytes(
                 data,
                 keys=self.keys.watermark_keys(create=False),
