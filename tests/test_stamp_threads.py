@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from gateway.provenance._image import one_compute_thread
+from gateway.provenance._image import _OneThread
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 cv2 = pytest.importorskip("cv2")
@@ -19,6 +19,7 @@ def _blas_threads() -> list[int]:
 
 
 def test_one_thread_inside_and_restored_after() -> None:
+    one_compute_thread = _OneThread()  # its own count: no other test's stamp can be inside it
     before_blas, before_cv = _blas_threads(), cv2.getNumThreads()
     seen: dict[str, object] = {}
 
@@ -35,6 +36,7 @@ def test_one_thread_inside_and_restored_after() -> None:
 
 
 def test_restored_when_the_block_raises() -> None:
+    one_compute_thread = _OneThread()
     before = cv2.getNumThreads()
     with pytest.raises(RuntimeError), one_compute_thread():
         raise RuntimeError("stamp failed")
@@ -43,6 +45,7 @@ def test_restored_when_the_block_raises() -> None:
 
 def test_overlapping_stamps_restore_the_counts_once_both_are_done() -> None:
     """The later stamp out must not "restore" the limit of 1 that the earlier one set."""
+    one_compute_thread = _OneThread()
     before_blas, before_cv = _blas_threads(), cv2.getNumThreads()
     first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
     inside: list[int] = []

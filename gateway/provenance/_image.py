@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -145,13 +145,19 @@ def decode(data: bytes, *, lenient: bool = False) -> Decoded:
     )
 
 
-@cache
+_CONTROLLER: list[Any] = [None, -1]  # threadpoolctl controller, len(sys.modules) when it was made
+
+
 def _blas_controller() -> Any:
+    """threadpoolctl's view of the loaded BLAS libraries, made again when modules were imported since
+    (torch or scipy may load their own BLAS after the first stamp); making one takes ~1 ms."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # the provenance extra is not installed: threaded BLAS costs CPU, not results
         return None
-    return ThreadpoolController()
+    if _CONTROLLER[1] != len(sys.modules):
+        _CONTROLLER[:] = [ThreadpoolController(), len(sys.modules)]
+    return _CONTROLLER[0]
 
 
 def _cv2() -> Any:
