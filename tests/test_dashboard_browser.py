@@ -126,6 +126,7 @@ def metric(driver: Any, css: str) -> str:
 
 
 def test_dashboard_in_chromium(browser: Any, server: str, seeded: Seeded, shots: Path) -> None:
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.expected_conditions import staleness_of
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -159,7 +160,9 @@ def test_dashboard_in_chromium(browser: Any, server: str, seeded: Seeded, shots:
     Select(d.find_element(By.NAME, "event")).select_by_visible_text("request")
     before = d.find_element(By.ID, "records")
     d.find_element(By.CSS_SELECTOR, "form.filters button").click()
-    WebDriverWait(d, 60).until(staleness_of(before))  # the filtered page replaced the old one
+    # the filtered page replaced the old one; mid-navigation Chromium may answer "node does not belong
+    # to the document" instead of "stale element", so that answer means poll again
+    WebDriverWait(d, 60, ignored_exceptions=(WebDriverException,)).until(staleness_of(before))
     rows = d.find_elements(By.CSS_SELECTOR, "#records tbody tr")
     assert rows and all(r.find_elements(By.TAG_NAME, "td")[3].text == "design" for r in rows)
     d.save_screenshot(str(shots / "dashboard-audit.png"))
