@@ -145,21 +145,6 @@ def decode(data: bytes, *, lenient: bool = False) -> Decoded:
     )
 
 
-_CONTROLLER: list[Any] = [None, -1]  # threadpoolctl controller, len(sys.modules) when it was made
-
-
-def _blas_controller() -> Any:
-    """threadpoolctl's view of the loaded BLAS libraries, made again when modules were imported since
-    (torch or scipy may load their own BLAS after the first stamp); making one takes ~1 ms."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # the provenance extra is not installed: threaded BLAS costs CPU, not results
-        return None
-    if _CONTROLLER[1] != len(sys.modules):
-        _CONTROLLER[:] = [ThreadpoolController(), len(sys.modules)]
-    return _CONTROLLER[0]
-
-
 def _cv2() -> Any:
     try:
         import cv2
@@ -193,12 +178,25 @@ class _OneThread:
         self._depth = 0
         self._blas: Any = None  # threadpoolctl's limiter while the limit holds
         self._cv_threads = 0
+        self._ctl: Any = None
+        self._ctl_modules = -1  # len(sys.modules) when self._ctl was made
+
+    def _controller(self) -> Any:
+        """threadpoolctl's view of the loaded BLAS libraries, made again when modules were imported
+        since (torch or scipy may load their own BLAS after the first stamp); making one takes ~1 ms."""
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # the provenance extra is not installed: threaded BLAS costs CPU only
+            return None
+        if self._ctl_modules != len(sys.modules):
+            self._ctl, self._ctl_modules = ThreadpoolController(), len(sys.modules)
+        return self._ctl
 
     @contextmanager
     def __call__(self) -> Iterator[None]:
         with self._lock:
             if self._depth == 0:
-                ctl, cv2 = _blas_controller(), _cv2()
+                ctl, cv2 = self._controller(), _cv2()
                 self._blas = ctl.limit(limits=1, user_api="blas") if ctl is not None else None
                 if cv2 is not None:
                     self._cv_threads = cv2.getNumThreads()
